@@ -1,0 +1,3 @@
+from devcheck.cli import main
+
+main()

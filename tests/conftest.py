@@ -1,0 +1,39 @@
+"""Suite-wide guards: a test must leave the process as it found it.
+
+Leaked environment variables or a leaked default device would make later tests pass or
+fail for reasons of their own (the very pitfall this project explains), so both are
+checked after every test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_global_state() -> Iterator[None]:
+    env_before = dict(os.environ)
+    torch = sys.modules.get("torch")
+    device_before = str(torch.get_default_device()) if torch is not None else "cpu"
+    yield
+    env_after = dict(os.environ)
+    leaked = {
+        k for k in set(env_before) | set(env_after) if env_before.get(k) != env_after.get(k)
+    }
+    leaked.discard("PYTEST_CURRENT_TEST")
+    torch = sys.modules.get("torch")
+    device_after = str(torch.get_default_device()) if torch is not None else "cpu"
+    problems = []
+    if leaked:
+        problems.append(f"environment variables changed: {sorted(leaked)}")
+    if device_after != device_before:
+        problems.append(f"default device changed from {device_before} to {device_after}")
+    if problems:
+        pytest.fail("test leaked global state (use monkeypatch / restore in finally): "
+                    + "; ".join(problems))
