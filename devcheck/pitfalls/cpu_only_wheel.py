@@ -1,0 +1,57 @@
+"""A CPU-only torch build asked for CUDA."""
+
+from __future__ import annotations
+
+from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+
+
+def precondition(device: str) -> None:
+    import torch
+
+    if torch.version.cuda or torch.version.hip:
+        raise Skip(f"this torch build ({torch.__version__}) has CUDA {torch.version.cuda}; "
+                   "the pitfall needs a CPU-only build")
+
+
+def reproduce(device: str) -> None:
+    import torch
+
+    torch.zeros(1, device="cuda")
+
+
+def fixed(device: str) -> str:
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    t = torch.zeros(1, device=dev)
+    return f"fell back to {t.device} (reinstall a cuXXX wheel to use the GPU)"
+
+
+PITFALL = Pitfall(
+    reproduce=reproduce,
+    fixed=fixed,
+    precondition=precondition,
+    id="cpu_only_wheel",
+    title="CPU-only torch build (e.g. PyPI's Windows wheel): CUDA silently unavailable",
+    needs=("cpu",),
+    symptoms=(
+        Symptom(r"Torch not compiled with CUDA enabled", "torch not compiled with cuda",
+                "AssertionError: Torch not compiled with CUDA enabled"),
+    ),
+    mechanism=(
+        "The installed wheel was built without CUDA (torch.version.cuda is None, version "
+        "ends in +cpu): torch.cuda.is_available() is silently False and the first CUDA "
+        "request fails in torch.cuda._lazy_init. pip's default index serves CPU-only "
+        "wheels on Windows (and on Linux when the cuXXX index is not used)."
+    ),
+    source="torch/cuda/__init__.py _lazy_init (hasattr(torch._C, '_cuda_getDeviceCount'))",
+    fixes=(
+        Fix("Reinstall from the CUDA index matching your driver (see devcheck doctor)",
+            "pip uninstall -y torch torchvision\n"
+            "pip install torch torchvision --index-url https://download.pytorch.org/whl/cu126"),
+        Fix("Pick the device from what is available",
+            "device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')"),
+    ),
+    hints=("+cpu", "is_available"),
+    related=("no_driver",),
+)

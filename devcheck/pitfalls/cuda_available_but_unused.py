@@ -1,0 +1,66 @@
+"""A GPU is available, but the model and batches never leave the CPU."""
+
+from __future__ import annotations
+
+from devcheck.pitfalls._base import Fix, Pitfall, Symptom, accelerator
+
+
+def _check_placement(net: object, X: object, device: object) -> None:
+    """The check devcheck's guard runs: where do the parameters and the batch live?"""
+    p = next(net.parameters())  # type: ignore[attr-defined]
+    for name, t in (("model parameters", p), ("batch X", X)):
+        if t.device.type != device.type:  # type: ignore[attr-defined]
+            raise RuntimeError(
+                f"{name} are on {t.device} but the training device is {device}: "  # type: ignore[attr-defined]
+                "call .to(device) (the GPU is available but unused)"
+            )
+
+
+def reproduce(device: str) -> None:
+    import torch
+
+    dev = torch.device(accelerator(device))  # "device = try_gpu()" ... and then never used
+    net = torch.nn.Linear(8, 3)
+    X, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    torch.nn.functional.cross_entropy(net(X), y).backward()  # trains, slowly, on the CPU
+    _check_placement(net, X, dev)
+
+
+def fixed(device: str) -> str:
+    import torch
+
+    dev = torch.device(accelerator(device))
+    net = torch.nn.Linear(8, 3).to(dev)
+    X, y = torch.randn(16, 8).to(dev), torch.randint(0, 3, (16,)).to(dev)
+    torch.nn.functional.cross_entropy(net(X), y).backward()
+    _check_placement(net, X, dev)
+    return f"parameters and batch on {next(net.parameters()).device}"
+
+
+PITFALL = Pitfall(
+    reproduce=reproduce,
+    fixed=fixed,
+    id="cuda_available_but_unused",
+    title="torch.cuda.is_available() is True but nothing runs on the GPU",
+    needs=("cuda", "mps"),
+    symptoms=(
+        Symptom(r"(?:model parameters|batch \w+) (?:are|is) on cpu but the training device "
+                r"is (?P<device>cuda|mps)", "but the training device is",
+                "RuntimeError: model parameters are on cpu but the training device is "
+                "cuda:0: call .to(device) (the GPU is available but unused)"),
+    ),
+    mechanism=(
+        "is_available() only reports that CUDA could be used; tensors are created on the "
+        "CPU unless given a device, and modules stay where they were built. Training "
+        "works, just at CPU speed, with the GPU idle (0% in nvidia-smi)."
+    ),
+    source="torch/nn/modules/module.py (parameters created on the CPU); nothing raises",
+    fixes=(
+        Fix("Move the model and every batch",
+            "net = net.to(device)\nX, y = X.to(device), y.to(device)"),
+        Fix("Check where things are", "print(next(net.parameters()).device, X.device)"),
+    ),
+    hints=("is_available", "nvidia-smi"),
+    cpu_note="needs an accelerator: on a CPU-only machine nothing is left unused",
+    related=("mixed_devices",),
+)

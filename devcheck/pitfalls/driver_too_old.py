@@ -1,0 +1,64 @@
+"""The driver supports an older CUDA than the one bundled in the wheel."""
+
+from __future__ import annotations
+
+from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.pitfalls._driver import driver_cuda_version, fmt, wheel_cuda_version
+
+
+def precondition(device: str) -> None:
+    wheel = wheel_cuda_version()
+    if wheel is None:
+        raise Skip("this torch build is CPU-only")
+    driver = driver_cuda_version()
+    if driver is None:
+        raise Skip("no NVIDIA driver here (see no_driver), so it cannot be too old")
+    if driver >= wheel:
+        raise Skip(f"the driver supports CUDA {fmt(driver)} >= the wheel's CUDA {fmt(wheel)}")
+
+
+def reproduce(device: str) -> None:
+    import torch
+
+    torch.zeros(1, device="cuda")
+
+
+def fixed(device: str) -> str:
+    import torch
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return f"fell back to {torch.zeros(1, device=dev).device} (update the driver)"
+
+
+PITFALL = Pitfall(
+    reproduce=reproduce,
+    fixed=fixed,
+    precondition=precondition,
+    id="driver_too_old",
+    title="NVIDIA driver older than the CUDA runtime bundled in the torch wheel",
+    needs=("cpu", "cuda"),
+    symptoms=(
+        Symptom(r"The NVIDIA driver on your system is too old", "driver on your system is too "
+                "old", "RuntimeError: The NVIDIA driver on your system is too old (found "
+                "version 11040). Please update your GPU driver by downloading and installing "
+                "a new version from the URL: http://www.nvidia.com/Download/index.aspx"),
+        Symptom(r"CUDA driver version is insufficient for CUDA runtime version",
+                "driver version is insufficient",
+                "RuntimeError: CUDA error: CUDA driver version is insufficient for CUDA "
+                "runtime version"),
+    ),
+    mechanism=(
+        "Each cuXXX wheel bundles a CUDA runtime (torch.version.cuda); the driver must "
+        "support at least that CUDA version (nvidia-smi's 'CUDA Version'). With an older "
+        "driver torch.cuda.is_available() is False and initialisation fails."
+    ),
+    source="torch/cuda/__init__.py _lazy_init -> torch._C._cuda_init (cudaGetDeviceCount)",
+    fixes=(
+        Fix("Update the driver", "sudo apt install nvidia-driver-580   # or the vendor "
+            "installer"),
+        Fix("Or install a wheel built for an older CUDA the driver supports",
+            "pip install torch --index-url https://download.pytorch.org/whl/cu118"),
+    ),
+    hints=("nvidia-smi", "cuda version"),
+    related=("no_driver",),
+)

@@ -1,0 +1,168 @@
+"""``devcheck pitfalls ...`` and ``devcheck explain`` through click, with exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from devcheck.cli import cli
+from devcheck.pitfalls import REGISTRY
+
+DATA = Path(__file__).parent / "data" / "explain"
+
+
+def invoke(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), input=stdin)
+    return result.exit_code, result.output
+
+
+def test_list_text_and_json() -> None:
+    code, out = invoke("pitfalls", "list")
+    assert code == 0
+    for pid in REGISTRY:
+        assert pid in out
+    code, out = invoke("pitfalls", "list", "--json")
+    rows = json.loads(out)["pitfalls"]
+    assert [r["id"] for r in rows] == list(REGISTRY)
+    assert {"id", "title", "needs", "reproducible_here"} <= set(rows[0])
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["numpy_on_requires_grad"]["reproducible_here"] is True
+
+
+def test_show_prints_symptom_mechanism_fix() -> None:
+    code, out = invoke("pitfalls", "show", "default_device_sampler_generator")
+    assert code == 0
+    assert "Expected a 'cuda' device type for generator" in out
+    assert "DeviceContext" in out and "Fix, best first" in out
+    assert "devcheck pitfalls run default_device_sampler_generator" in out
+    code, out = invoke("pitfalls", "show", "mixed_devices", "--json")
+    assert json.loads(out)["id"] == "mixed_devices"
+
+
+def test_unknown_id_is_a_usage_error() -> None:
+    code, out = invoke("pitfalls", "show", "nope")
+    assert code == 2 and "known ids" in out
+    code, out = invoke("pitfalls", "run", "nope")
+    assert code == 2
+
+
+def test_run_needs_an_id_or_all() -> None:
+    assert invoke("pitfalls", "run")[0] == 2
+    assert invoke("pitfalls", "run", "x", "--all")[0] == 2
+    assert invoke("pitfalls", "run", "numpy_on_requires_grad", "--device", "tpu")[0] == 2
+
+
+def test_run_one_shows_error_then_fix() -> None:
+    code, out = invoke("pitfalls", "run", "numpy_on_requires_grad", "--device", "cpu")
+    assert code == 0, out
+    assert "raised RuntimeError: Can't call numpy()" in out
+    assert "matches the pitfall's own symptom" in out
+    assert "succeeded" in out and "PASSED" in out
+
+
+def test_run_gpu_pitfall_on_cpu_is_skipped_not_faked() -> None:
+    code, out = invoke("pitfalls", "run", "mixed_devices", "--device", "cpu", "--json")
+    assert code == 0
+    (r,) = json.loads(out)["results"]
+    assert r["status"] == "skipped" and r["reason"]
+
+
+def test_run_all_cpu_json_sweep() -> None:
+    code, out = invoke("pitfalls", "run", "--all", "--device", "cpu", "--json")
+    data = json.loads(out)
+    assert [r["id"] for r in data["results"]] == list(REGISTRY)
+    for r in data["results"]:
+        assert r["status"] in ("passed", "skipped", "failed") and r["reason"]
+    assert data["summary"]["failed"] == 0, [r for r in data["results"]
+                                            if r["status"] == "failed"]
+    assert code == 0
+    assert data["summary"]["passed"] >= 9
+
+
+def test_explain_file_stdin_and_json() -> None:
+    path = str(DATA / "learner_windows_notebook.txt")
+    code, out = invoke("explain", path)
+    assert code == 0
+    assert out.startswith("Most likely: default_device_sampler_generator")
+    assert "devcheck pitfalls run default_device_sampler_generator" in out
+    code, out = invoke("explain", "-", stdin=Path(path).read_bytes())
+    assert code == 0 and "default_device_sampler_generator" in out
+    code, out = invoke("explain", path, "--json")
+    matches = json.loads(out)["matches"]
+    assert matches[0]["id"] == "default_device_sampler_generator"
+    assert {"id", "score", "mechanism", "fix"} <= set(matches[0])
+    assert matches == sorted(matches, key=lambda m: -m["score"])
+
+
+def test_explain_no_match_says_so_and_exits_1() -> None:
+    code, out = invoke("explain", "-", stdin=b"KeyError: 'label'\n")
+    assert code == 1
+    assert "No known device pitfall matches" in out and "devcheck doctor" in out
+    code, out = invoke("explain", "-", "--json", stdin=b"")
+    assert code == 1 and json.loads(out)["matches"] == []
+
+
+def test_explain_binary_stdin() -> None:
+    code, _ = invoke("explain", "-", stdin=bytes(range(256)) * 100)
+    assert code == 1
+
+
+def test_explain_unreadable_file_is_a_usage_error(tmp_path: Path) -> None:
+    code, out = invoke("explain", str(tmp_path / "missing.txt"))
+    assert code == 2 and "cannot read" in out
+
+
+def test_explain_list_show_never_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from devcheck.cli import cli\n"
+        "r = CliRunner()\n"
+        f"assert r.invoke(cli, ['explain', {str(DATA / 'linux_no_driver.txt')!r}]).exit_code == 0\n"
+        "assert r.invoke(cli, ['pitfalls', 'list']).exit_code == 0\n"
+        "assert r.invoke(cli, ['pitfalls', 'show', 'no_driver']).exit_code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _fake_here(**over: object) -> dict[str, object]:
+    base = {"torch_installed": True, "cuda_build": "13.0", "driver": False, "mps": False,
+            "fork": True, "root": True}
+    base.update(over)
+    return base
+
+
+def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcheck import cli_pitfalls
+
+    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=False))
+    path = str(DATA / "linux_torch_load_cuda_checkpoint.txt")
+    code, out = invoke("explain", path)
+    assert code == 0 and "On this machine:" in out and "map_location='cpu'" in out
+    code, out = invoke("explain", path, "--json")
+    assert "no NVIDIA driver" in json.loads(out)["this_machine"]
+    code, out = invoke("explain", path, "--no-here")
+    assert "On this machine" not in out
+    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(cuda_build=None))
+    assert "CPU-only torch build" in invoke("explain", path)[1]
+    # not machine-dependent: nothing added
+    code, out = invoke("explain", str(DATA / "learner_windows_notebook.txt"))
+    assert "On this machine" not in out
+
+
+def test_list_marks_machine_dependent_pitfalls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcheck import cli_pitfalls
+
+    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=True))
+    rows = {r["id"]: r for r in json.loads(invoke("pitfalls", "list", "--json")[1])
+            ["pitfalls"]}
+    assert rows["no_driver"]["reproducible_here"] is False
+    assert rows["mixed_devices"]["reproducible_here"] is True
+    assert rows["cpu_only_wheel"]["reproducible_here"] is False
