@@ -1,0 +1,3 @@
+from softmax.cli import main
+
+main()

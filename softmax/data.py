@@ -1,0 +1,274 @@
+"""Fashion-MNIST: find it, verify it, and serve it either the book's way or resident on a device.
+
+Where the data comes from, in order (the first that works wins):
+
+1. ``--data-root DIR`` (else ``$SOFTMAX_DATA_ROOT``, else ``./data``): torchvision's layout,
+   ``DIR/FashionMNIST/raw/<four unpacked IDX files>``;
+2. the four original ``.gz`` archives already in ``DIR/FashionMNIST/raw`` or ``DIR``;
+3. a local mirror of those archives (Debian's ``/usr/share/datasets/fashion-mnist``, or the
+   directories in ``$SOFTMAX_MIRROR``), verified and unpacked into ``DIR``;
+4. torchvision's own download (skipped when ``$SOFTMAX_OFFLINE=1``).
+
+Archives are verified against the published md5 of the archive; a re-packed archive (Debian
+strips the file name from the gzip header, which changes the archive's md5 but not its
+content) is accepted when its *content* matches the published md5 of the unpacked file.
+Unpacked files are checked by header magic and size, which catches truncation cheaply.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
+           "sandal", "shirt", "sneaker", "bag", "ankle boot")
+NUM_INPUTS = 28 * 28
+NUM_CLASSES = len(CLASSES)
+DEBIAN_MIRROR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_MAGIC = 0x00000803  # IDX: unsigned bytes, 3 dimensions
+LABEL_MAGIC = 0x00000801  # IDX: unsigned bytes, 1 dimension
+
+
+@dataclass(frozen=True)
+class IdxSpec:
+    """One of the four files; md5s as published by the dataset's authors (and torchvision)."""
+
+    name: str
+    archive_md5: str
+    content_md5: str
+    magic: int
+    count: int
+
+    @property
+    def size_bytes(self) -> int:
+        header = 16 if self.magic == IMAGE_MAGIC else 8
+        return header + self.count * (NUM_INPUTS if self.magic == IMAGE_MAGIC else 1)
+
+
+FILES = (
+    IdxSpec("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "f4a8712d7a061bf5bd6d2ca38dc4d50a", IMAGE_MAGIC, 60000),
+    IdxSpec("train-labels-idx1-ubyte", "25c81989df183df01b3e8a0aad5dffbe",
+            "9018921c3c673c538a1fc5bad174d6f9", LABEL_MAGIC, 60000),
+    IdxSpec("t10k-images-idx3-ubyte", "bef4ecab320f06d8554ea6380940ec79",
+            "8181f5470baa50b63fa0f6fddb340f0a", IMAGE_MAGIC, 10000),
+    IdxSpec("t10k-labels-idx1-ubyte", "bb300cfdad3c16e7a12a480ee83cd310",
+            "15d484375f8d13e6eb1aabb0c3f46965", LABEL_MAGIC, 10000),
+)
+
+
+class DataError(Exception):
+    """The dataset is missing or damaged; the message names the file and the way out."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("SOFTMAX_DATA_ROOT") or "data")
+
+
+def mirror_dirs() -> list[Path]:
+    env = os.environ.get("SOFTMAX_MIRROR")
+    if env is not None:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [DEBIAN_MIRROR]
+
+
+def raw_dir(root: Path) -> Path:
+    return Path(root) / "FashionMNIST" / "raw"
+
+
+def check_idx_file(path: Path, spec: IdxSpec) -> None:
+    """Header magic, item count, image shape and exact size: enough to catch truncation."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(16 if spec.magic == IMAGE_MAGIC else 8)
+    kind = "image" if spec.magic == IMAGE_MAGIC else "label"
+    expected = (f"an IDX {kind} file starting with magic 0x{spec.magic:08x} and count "
+                f"{spec.count}, {spec.size_bytes} bytes long")
+    fix = "delete it and rerun: it is re-created from the .gz archives"
+    if len(header) < 8:
+        raise DataError(f"{path}: expected {expected}; found only {size} bytes; {fix}")
+    magic, count = struct.unpack(">II", header[:8])
+    if magic != spec.magic or count != spec.count:
+        raise DataError(f"{path}: expected {expected}; found magic 0x{magic:08x} and count "
+                        f"{count}; {fix}")
+    if spec.magic == IMAGE_MAGIC:
+        rows, cols = struct.unpack(">II", header[8:16]) if len(header) == 16 else (0, 0)
+        if (rows, cols) != (28, 28):
+            raise DataError(f"{path}: expected 28x28 images; found {rows}x{cols}; {fix}")
+    if size != spec.size_bytes:
+        state = "truncated" if size < spec.size_bytes else "too long"
+        raise DataError(f"{path}: expected {expected}; found {size} bytes ({state}); {fix}")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def verify_archive(path: Path, spec: IdxSpec) -> bytes:
+    """Return the unpacked content of a verified archive, or raise naming what was expected."""
+    data = path.read_bytes()
+    if _md5(data) != spec.archive_md5:
+        try:
+            content = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(
+                f"{path}: expected a gzip archive with md5 {spec.archive_md5}; found md5 "
+                f"{_md5(data)} and it does not unpack ({exc}): the file is damaged or "
+                f"truncated; replace it with a fresh copy") from None
+        if _md5(content) != spec.content_md5:
+            raise DataError(
+                f"{path}: expected md5 {spec.archive_md5} (or unpacked content md5 "
+                f"{spec.content_md5}); found md5 {_md5(data)} (content {_md5(content)}): "
+                f"the file is damaged or not Fashion-MNIST; replace it with a fresh copy")
+        return content
+    return gzip.decompress(data)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _unpack_from(directory: Path, root: Path) -> bool:
+    """Unpack the four archives found in ``directory`` into ``root``; False if any is absent."""
+    archives = [directory / f"{spec.name}.gz" for spec in FILES]
+    if not all(a.is_file() for a in archives):
+        return False
+    for archive, spec in zip(archives, FILES, strict=True):
+        target = raw_dir(root) / spec.name
+        if target.is_file():
+            continue
+        _write_atomic(target, verify_archive(archive, spec))
+    return True
+
+
+def _unpacked_ok(root: Path) -> bool:
+    paths = [raw_dir(root) / spec.name for spec in FILES]
+    if not any(p.exists() for p in paths):
+        return False
+    for path, spec in zip(paths, FILES, strict=True):
+        if path.exists():
+            check_idx_file(path, spec)  # a damaged file is an error, not a reason to look on
+    return all(p.exists() for p in paths)
+
+
+def _download(root: Path) -> str | None:
+    """torchvision's download; returns why it failed, or None."""
+    if os.environ.get("SOFTMAX_OFFLINE") == "1":
+        return "skipped ($SOFTMAX_OFFLINE=1)"
+    import socket
+
+    import torchvision
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
+        torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
+    except Exception as exc:  # any network/HTTP/disk failure is reported, not raised
+        return f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    finally:
+        socket.setdefaulttimeout(old)
+    return None
+
+
+def locate(data_root: str | Path | None = None) -> Path:
+    """Return a root that torchvision's FashionMNIST(root) can read, preparing it if needed."""
+    root = Path(data_root) if data_root is not None else default_root()
+    if _unpacked_ok(root):
+        return root
+    for directory in (raw_dir(root), root):
+        if directory.is_dir() and _unpack_from(directory, root):
+            if _unpacked_ok(root):
+                return root
+    mirrors = mirror_dirs()
+    for mirror in mirrors:
+        if _unpack_from(mirror, root) and _unpacked_ok(root):
+            return root
+    why = _download(root)
+    if why is None and _unpacked_ok(root):
+        return root
+    names = ", ".join(f"{s.name}.gz" for s in FILES)
+    raise DataError(
+        f"Fashion-MNIST not found. Looked for: (1) the torchvision layout "
+        f"{raw_dir(root)}/<4 IDX files> (set --data-root or $SOFTMAX_DATA_ROOT to change the "
+        f"root); (2) the archives {names} in {raw_dir(root)} or {root}; (3) a local mirror of "
+        f"them in {os.pathsep.join(map(str, mirrors)) or '(none)'} (Debian: apt install "
+        f"dataset-fashion-mnist; or set $SOFTMAX_MIRROR); (4) torchvision's download: {why}.")
+
+
+@dataclass(frozen=True)
+class FashionTensors:
+    """The whole dataset as uint8 images (N, 784) and int64 labels, on one device."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_tensors(root: Path, device: torch.device) -> FashionTensors:
+    """Read through torchvision's dataset class, then move once: 55 MB of uint8 fits anywhere."""
+    import torchvision
+
+    parts = []
+    for train in (True, False):
+        ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=False)
+        parts.append(ds.data.reshape(len(ds.data), NUM_INPUTS).to(device))
+        parts.append(ds.targets.to(device=device, dtype=torch.int64))
+    return FashionTensors(*parts)
+
+
+class TensorLoader:
+    """Batches by index from device-resident uint8 tensors: no per-sample Python, no workers.
+
+    Yields float32 images in [0, 1] of shape (B, 784) and int64 labels, both on the device the
+    tensors live on. Shuffling draws its permutation from ``generator`` on that same device.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 shuffle: bool, generator: torch.Generator | None = None) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, device=self.labels.device, generator=self.generator)
+        for start in range(0, n, self.batch_size):
+            if self.shuffle:
+                idx = order[start:start + self.batch_size]
+                X, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            else:  # in order: views, no gather
+                X = self.images[start:start + self.batch_size]
+                y = self.labels[start:start + self.batch_size]
+            yield X.to(torch.float32).mul_(1 / 255), y  # ToTensor's scaling
+
+
+def book_dataloaders(root: Path, batch_size: int, workers: int,
+                     generator: torch.Generator | None = None,
+                     ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    """The book's pipeline: torchvision + ToTensor + DataLoader; batches arrive on the CPU."""
+    import torchvision
+    from torch.utils import data
+    from torchvision import transforms
+
+    trans = transforms.ToTensor()
+    train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=trans)
+    test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=trans)
+    kw = {"num_workers": workers, "persistent_workers": workers > 0}
+    return (data.DataLoader(train, batch_size, shuffle=True, generator=generator, **kw),
+            data.DataLoader(test, batch_size, shuffle=False, **kw))

@@ -1,0 +1,159 @@
+"""Checkpoints: atomic, weights-only, device-portable, and resumable after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR_CACHE_DIR
+from click.testing import CliRunner
+
+from softmax.cli import cli
+from softmax.data import DataError, locate
+from softmax.model import ScratchSoftmax
+from softmax.train import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def fashion_root() -> str:
+    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(REPO / "data")
+    old = os.environ.get("SOFTMAX_OFFLINE")
+    os.environ["SOFTMAX_OFFLINE"] = "1"
+    try:
+        return str(locate(root))
+    except DataError as exc:
+        pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")
+    finally:
+        if old is None:
+            del os.environ["SOFTMAX_OFFLINE"]
+        else:
+            os.environ["SOFTMAX_OFFLINE"] = old
+
+
+def payload(model: ScratchSoftmax) -> dict:
+    return {"format": 1, "epoch": 3, "model": "scratch", "state": model.state_dict(),
+            "extra": {}, "history": []}
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    model = ScratchSoftmax(torch.device("cpu"), torch.Generator().manual_seed(4))
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, payload(model))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+    loaded = model_from_checkpoint(load_checkpoint(path, torch.device("cpu")),
+                                   torch.device("cpu"))
+    torch.testing.assert_close(loaded.W, model.W)
+    torch.testing.assert_close(loaded.b, model.b)
+
+
+def test_checkpoint_holds_no_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "model": "scratch", "state": {}, "f": os.getcwd}, path)
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_checkpoint(path, torch.device("cpu"))
+
+
+def test_cuda_tagged_checkpoint_loads_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             fashion_root: str) -> None:
+    """A checkpoint written on a GPU tags its storages 'cuda:0'. Write one here by patching the
+    tag, show that a plain torch.load fails on a CPU-only machine, and that ours loads it."""
+    model = ScratchSoftmax(torch.device("cpu"), torch.Generator().manual_seed(5))
+    path = tmp_path / "gpu.pt"
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        save_checkpoint(path, payload(model))
+    assert b"cuda:0" in path.read_bytes()
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="deserialize object on a CUDA device"):
+            torch.load(path, weights_only=True)
+    loaded = load_checkpoint(path, torch.device("cpu"))
+    assert loaded["state"]["W"].device.type == "cpu"
+    torch.testing.assert_close(loaded["state"]["W"], model.state_dict()["W"])
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(cli, ["predict", "--checkpoint", str(path), "--device", "cpu",
+                                      "--data-root", fashion_root, "-n", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "of 8 wrong on cpu" in result.output and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_predict_with_missing_or_broken_checkpoint(tmp_path: Path) -> None:
+    for path in (tmp_path / "absent.pt", tmp_path / "half.pt"):
+        if path.name == "half.pt":
+            path.write_bytes(b"PK\x03\x04 truncated")
+        result = CliRunner().invoke(cli, ["predict", "--checkpoint", str(path),
+                                          "--device", "cpu"])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert str(path) in result.output
+
+
+def test_kill_9_mid_epoch_then_resume(tmp_path: Path, fashion_root: str) -> None:
+    """Slow epochs (the book's DataLoader, no workers, small batches) so the kill lands inside
+    epoch 2; the checkpoint must still be epoch 1's, whole, and resume must run only 2..3."""
+    ck = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "softmax", "train", "--device", "cpu", "--data-root",
+           fashion_root, "--checkpoint-dir", str(ck), "--loader", "dataloader", "--workers",
+           "0", "--batch-size", "128", "--epochs", "3"]
+    env = dict(os.environ, SOFTMAX_OFFLINE="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (ck / "last.pt").exists():
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds this way)
+        assert proc.poll() is None, "the run ended before it could be killed mid-epoch"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ck / "last.pt", weights_only=True)
+    assert state["epoch"] == 1
+    result = CliRunner().invoke(cli, ["train", "--device", "cpu", "--data-root", fashion_root,
+                                      "--checkpoint-dir", str(ck), "--epochs", "3", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output and "after epoch 1" in result.output
+    assert "epoch 1/3" not in result.output and "epoch 3/3" in result.output
+    final = torch.load(ck / "last.pt", weights_only=True)
+    assert final["epoch"] == 3 and [h["epoch"] for h in final["history"]] == [1, 2, 3]
+
+
+@pytest.mark.requires_cuda
+def test_predict_from_a_cuda_model(tmp_path: Path, fashion_root: str) -> None:
+    ck = tmp_path / "ck"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--device", "cuda", "--epochs", "2", "--data-root",
+                                 fashion_root, "--checkpoint-dir", str(ck)])
+    assert result.exit_code == 0, result.output
+    for device in ("cuda", "cpu"):
+        out = tmp_path / f"grid-{device}.png"
+        result = runner.invoke(cli, ["predict", "--checkpoint", str(ck / "last.pt"), "--device",
+                                     device, "--data-root", fashion_root, "-n", "16", "--out",
+                                     str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.is_file()
+
+
+def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "last.pt").write_bytes(b"PK\x03\x04 half a file")
+    result = CliRunner().invoke(cli, ["train", "--device", "cpu", "--resume",
+                                      "--checkpoint-dir", str(ck)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot be loaded" in result.output and "delete it to start over" in result.output
+    model = ScratchSoftmax(torch.device("cpu"))
+    save_checkpoint(ck / "last.pt", payload(model))
+    result = CliRunner().invoke(cli, ["train", "--device", "cpu", "--resume", "--model",
+                                      "concise", "--checkpoint-dir", str(ck)])
+    assert result.exit_code == 1
+    assert "holds a 'scratch' model; expected 'concise'" in result.output

@@ -1,0 +1,202 @@
+"""Dataset discovery and verification, on small IDX files the tests write themselves."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR_CACHE_DIR
+
+from softmax import data
+from softmax.data import (
+    DEBIAN_MIRROR,
+    IMAGE_MAGIC,
+    LABEL_MAGIC,
+    DataError,
+    IdxSpec,
+    TensorLoader,
+    check_idx_file,
+    load_tensors,
+    locate,
+    raw_dir,
+    verify_archive,
+)
+
+COUNTS = {"train": 12, "t10k": 5}
+
+
+def idx_bytes(magic: int, count: int, seed: int) -> bytes:
+    gen = torch.Generator().manual_seed(seed)
+    if magic == IMAGE_MAGIC:
+        body = torch.randint(0, 256, (count * 784,), dtype=torch.uint8, generator=gen)
+        return struct.pack(">IIII", magic, count, 28, 28) + bytes(body.tolist())
+    body = torch.randint(0, 10, (count,), dtype=torch.uint8, generator=gen)
+    return struct.pack(">II", magic, count) + bytes(body.tolist())
+
+
+def md5(b: bytes) -> str:
+    return hashlib.md5(b).hexdigest()
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, bytes]:
+    """Swap the four real file specs for small ones; return each file's content. The
+    archives' published md5 is that of gzip with mtime 0 (what `archives()` writes)."""
+    contents, specs = {}, []
+    for i, spec in enumerate(data.FILES):
+        count = COUNTS[spec.name.split("-")[0]]
+        content = idx_bytes(spec.magic, count, i)
+        contents[spec.name] = content
+        specs.append(IdxSpec(spec.name, md5(gzip.compress(content, mtime=0)), md5(content),
+                             spec.magic, count))
+    monkeypatch.setattr(data, "FILES", tuple(specs))
+    empty = tmp_path / "no-mirror"
+    empty.mkdir()
+    monkeypatch.setenv("SOFTMAX_MIRROR", str(empty))
+    monkeypatch.setenv("SOFTMAX_OFFLINE", "1")
+    return contents
+
+
+def archives(directory: Path, contents: dict[str, bytes], mtime: int = 0) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in contents.items():
+        (directory / f"{name}.gz").write_bytes(gzip.compress(content, mtime=mtime))
+
+
+def test_unpacked_layout_is_used_first(small: dict[str, bytes], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    raw_dir(root).mkdir(parents=True)
+    for name, content in small.items():
+        (raw_dir(root) / name).write_bytes(content)
+    bad_mirror = tmp_path / "bad-mirror"
+    bad_mirror.mkdir()
+    for name in small:
+        (bad_mirror / f"{name}.gz").write_bytes(b"garbage")  # would fail if it were read
+    monkeypatch.setenv("SOFTMAX_MIRROR", str(bad_mirror))
+    assert locate(root) == root
+    tensors = load_tensors(root, torch.device("cpu"))  # through torchvision's dataset class
+    assert tensors.train_images.shape == (12, 784) and tensors.test_labels.shape == (5,)
+    assert tensors.train_images.dtype == torch.uint8 and tensors.train_labels.dtype == torch.int64
+
+
+def test_mirror_is_verified_and_unpacked(small: dict[str, bytes], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    archives(mirror, small)
+    monkeypatch.setenv("SOFTMAX_MIRROR", str(mirror))
+    root = tmp_path / "root"
+    assert locate(root) == root
+    for name, content in small.items():
+        assert (raw_dir(root) / name).read_bytes() == content
+    assert not list(raw_dir(root).glob(".*tmp"))
+
+
+def test_archives_in_root_are_used(small: dict[str, bytes], tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    archives(raw_dir(root), small)
+    assert locate(root) == root
+    assert (raw_dir(root) / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_repacked_archive_accepted_by_content_md5(small: dict[str, bytes], tmp_path: Path) -> None:
+    """Debian re-packs the archives (no file name in the gzip header): other archive md5, same
+    content. Verified by the published md5 of the content instead."""
+    archives(tmp_path, small, mtime=12345)
+    name = "train-labels-idx1-ubyte"
+    spec = next(s for s in data.FILES if s.name == name)
+    assert md5((tmp_path / f"{name}.gz").read_bytes()) != spec.archive_md5
+    assert verify_archive(tmp_path / f"{name}.gz", spec) == small[name]
+
+
+def test_corrupt_archive_names_file_and_md5(small: dict[str, bytes], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    mirror = tmp_path / "mirror"
+    archives(mirror, small)
+    victim = mirror / "train-images-idx3-ubyte.gz"
+    victim.write_bytes(victim.read_bytes()[:-40])  # truncated download
+    monkeypatch.setenv("SOFTMAX_MIRROR", str(mirror))
+    spec = next(s for s in data.FILES if s.name == "train-images-idx3-ubyte")
+    with pytest.raises(DataError) as err:
+        locate(tmp_path / "root")
+    msg = str(err.value)
+    assert str(victim) in msg and spec.archive_md5 in msg and "truncated" in msg
+
+
+def test_wrong_content_names_both_md5s(small: dict[str, bytes], tmp_path: Path) -> None:
+    spec = next(s for s in data.FILES if s.name == "t10k-labels-idx1-ubyte")
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x01" * 20))
+    with pytest.raises(DataError) as err:
+        verify_archive(path, spec)
+    assert str(path) in str(err.value) and spec.archive_md5 in str(err.value)
+    assert spec.content_md5 in str(err.value)
+
+
+@pytest.mark.parametrize("damage,expect", [
+    (lambda b: b[:-100], "truncated"),
+    (lambda b: b + b"\x00", "too long"),
+    (lambda b: struct.pack(">I", 0x00000802) + b[4:], "found magic 0x00000802"),
+    (lambda b: b[:6], "found only 6 bytes"),
+])
+def test_damaged_unpacked_file_names_header_and_size(small: dict[str, bytes], tmp_path: Path,
+                                                    damage, expect: str) -> None:
+    root = tmp_path / "root"
+    raw_dir(root).mkdir(parents=True)
+    for name, content in small.items():
+        (raw_dir(root) / name).write_bytes(content)
+    victim = raw_dir(root) / "train-images-idx3-ubyte"
+    victim.write_bytes(damage(small["train-images-idx3-ubyte"]))
+    with pytest.raises(DataError) as err:
+        locate(root)
+    msg = str(err.value)
+    assert msg.startswith(str(victim)) and expect in msg
+    assert "magic 0x00000803" in msg and "delete it and rerun" in msg
+
+
+def test_nothing_found_lists_every_way(small: dict[str, bytes], tmp_path: Path) -> None:
+    with pytest.raises(DataError) as err:
+        locate(tmp_path / "empty")
+    msg = str(err.value)
+    for part in ("--data-root", "$SOFTMAX_DATA_ROOT", "train-images-idx3-ubyte.gz",
+                 "$SOFTMAX_MIRROR", "dataset-fashion-mnist", "download: skipped"):
+        assert part in msg
+
+
+def test_real_spec_sizes() -> None:
+    sizes = {s.name: s.size_bytes for s in data.FILES}
+    assert sizes["train-images-idx3-ubyte"] == 47040016
+    assert sizes["t10k-labels-idx1-ubyte"] == 10008
+
+
+@pytest.mark.skipif(not (DEBIAN_MIRROR / "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Requires: Debian's dataset-fashion-mnist package")
+def test_debian_mirror_passes_published_md5s(tmp_path: Path) -> None:
+    spec = next(s for s in data.FILES if s.name == "t10k-labels-idx1-ubyte")
+    content = verify_archive(DEBIAN_MIRROR / "t10k-labels-idx1-ubyte.gz", spec)
+    path = tmp_path / spec.name
+    path.write_bytes(content)
+    check_idx_file(path, spec)
+
+
+def test_tensor_loader_batches_cover_the_data_once() -> None:
+    images = torch.arange(10 * 784, dtype=torch.int64).remainder(256).to(torch.uint8)
+    images = images.reshape(10, 784)
+    labels = torch.arange(10)
+    loader = TensorLoader(images, labels, 4, shuffle=True,
+                          generator=torch.Generator().manual_seed(0))
+    batches = list(loader)
+    assert len(loader) == 3 and [len(y) for _, y in batches] == [4, 4, 2]
+    seen = torch.cat([y for _, y in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    X, y = batches[0]
+    assert X.dtype == torch.float32 and 0 <= float(X.min()) and float(X.max()) <= 1
+    torch.testing.assert_close(X, images[y].float() / 255)
+
+
+def test_label_magic_constant() -> None:
+    assert LABEL_MAGIC == 2049 and IMAGE_MAGIC == 2051

@@ -1,0 +1,189 @@
+"""`softmax train` end to end: accuracy, outputs, plots, and every bad input's one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR_CACHE_DIR
+from click.testing import CliRunner
+
+from softmax import train as train_mod
+from softmax.cli import cli
+from softmax.data import DataError, locate
+
+torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # same reason, for optimizers
+
+
+@pytest.fixture(scope="module")
+def fashion_root() -> str:
+    """The real dataset (unpacked from the local mirror on first use), or skip."""
+    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(Path(__file__).parents[1] / "data")
+    old = os.environ.get("SOFTMAX_OFFLINE")
+    os.environ["SOFTMAX_OFFLINE"] = "1"
+    try:
+        return str(locate(root))
+    except DataError as exc:
+        pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")
+    finally:
+        if old is None:
+            del os.environ["SOFTMAX_OFFLINE"]
+        else:
+            os.environ["SOFTMAX_OFFLINE"] = old
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+def assert_one_clean_line(code: int, output: str) -> str:
+    assert code == 1, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize("model", ["scratch", "concise"])
+def test_ten_epochs_on_cpu_reach_book_accuracy(fashion_root: str, tmp_path: Path,
+                                               model: str) -> None:
+    metrics = tmp_path / "m.json"
+    code, out = run("train", "--epochs", "10", "--device", "cpu", "--model", model,
+                    "--data-root", fashion_root, "--checkpoint-dir", str(tmp_path / "ck"),
+                    "--metrics-json", str(metrics))
+    assert code == 0, out
+    payload = json.loads(metrics.read_text())
+    epochs = payload["epochs"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 11))
+    assert epochs[-1]["test_acc"] >= 0.83
+    assert epochs[-1]["train_loss"] < 0.5
+    assert payload["device"] == "cpu" and payload["settings"]["lr"] == 0.1
+    assert payload["settings"]["batch_size"] == 256 and payload["settings"]["model"] == model
+    for e in epochs:
+        assert {"epoch", "train_loss", "train_acc", "test_acc", "seconds"} <= set(e)
+        assert e["seconds"] > 0 and e["samples_per_s"] > 0
+    assert "epoch 10/10" in out and "samples/s" in out and "test acc" in out
+
+
+def test_headless_run_writes_plot_each_epoch_and_prints_path(fashion_root: str,
+                                                            tmp_path: Path) -> None:
+    plot = tmp_path / "curves.png"
+    code, out = run("train", "--epochs", "2", "--device", "cpu", "--data-root", fashion_root,
+                    "--checkpoint-dir", str(tmp_path / "ck"), "--plot", str(plot))
+    assert code == 0, out
+    assert out.count(f"curves: {plot}") == 2
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dataloader_pipeline_and_no_guard(fashion_root: str, tmp_path: Path) -> None:
+    code, out = run("train", "--epochs", "1", "--device", "cpu", "--data-root", fashion_root,
+                    "--loader", "dataloader", "--workers", "0", "--no-guard",
+                    "--checkpoint-dir", str(tmp_path / "ck"))
+    assert code == 0, out
+    assert "epoch 1/1" in out
+
+
+def test_cuda_without_cuda_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_mod, "cuda_device_count", lambda: 0)
+    line = assert_one_clean_line(*run("train", "--device", "cuda"))
+    assert "--device cuda: CUDA is not usable here:" in line and "--device cpu" in line
+    assert len(line) > len("Error: --device cuda: CUDA is not usable here: . ")
+
+
+def test_cuda_reason_falls_back_to_torch_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_doctor(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "devcheck.doctor":
+            raise ImportError("devcheck.doctor absent")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_doctor)
+    reason = train_mod.cuda_reason()
+    assert torch.__version__ in reason
+
+
+def test_cuda_index_beyond_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_mod, "cuda_device_count", lambda: 1)
+    line = assert_one_clean_line(*run("train", "--device", "cuda:7"))
+    assert "1 visible CUDA device(s) (cuda:0..cuda:0)" in line and "--device cuda:0" in line
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "meta"])
+def test_unknown_device(spec: str) -> None:
+    line = assert_one_clean_line(*run("train", "--device", spec))
+    assert spec in line and "expected auto, cpu, cuda, cuda:N or mps" in line
+
+
+def test_resolve_device() -> None:
+    assert train_mod.resolve_device("CPU") == torch.device("cpu")
+    assert train_mod.resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+def test_missing_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOFTMAX_MIRROR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SOFTMAX_OFFLINE", "1")
+    line = assert_one_clean_line(*run("train", "--device", "cpu", "--data-root",
+                                      str(tmp_path / "d"), "--checkpoint-dir", str(tmp_path)))
+    assert "Fashion-MNIST not found" in line and "--data-root" in line
+
+
+def test_corrupt_data(tmp_path: Path, fashion_root: str) -> None:
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (Path(fashion_root) / "FashionMNIST" / "raw").iterdir():
+        if not f.name.startswith(".") and not f.name.endswith(".gz"):
+            (raw / f.name).symlink_to(f)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        (Path(fashion_root) / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").read_bytes()[:500])
+    line = assert_one_clean_line(*run("train", "--device", "cpu", "--data-root", str(tmp_path),
+                                      "--checkpoint-dir", str(tmp_path / "ck")))
+    assert "t10k-labels-idx1-ubyte" in line and "10008 bytes" in line and "truncated" in line
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(fashion_root: str,
+                                                              tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    code, out = run("train", "--epochs", "1", "--device", "cpu", "--data-root", fashion_root,
+                    "--checkpoint-dir", str(ck))
+    assert code == 0, out
+    before = (ck / "last.pt").read_bytes()
+    line = assert_one_clean_line(*run(
+        "train", "--epochs", "3", "--lr", "1e38", "--resume", "--device", "cpu",
+        "--data-root", fashion_root, "--checkpoint-dir", str(ck)))
+    assert "non-finite" in line and "at epoch 2, step " in line
+    assert f"last good checkpoint is kept: {ck / 'last.pt'}" in line
+    assert (ck / "last.pt").read_bytes() == before
+    payload = torch.load(ck / "last.pt", weights_only=True)
+    assert payload["epoch"] == 1
+
+
+def test_non_finite_loss_without_guard_names_the_epoch(fashion_root: str,
+                                                       tmp_path: Path) -> None:
+    line = assert_one_clean_line(*run(
+        "train", "--epochs", "2", "--lr", "1e38", "--no-guard", "--device", "cpu",
+        "--data-root", fashion_root, "--checkpoint-dir", str(tmp_path / "ck")))
+    assert "non-finite" in line and "in epoch 1" in line
+    assert not (tmp_path / "ck" / "last.pt").exists()
+
+
+@pytest.mark.requires_cuda
+def test_ten_epochs_on_cuda(fashion_root: str, tmp_path: Path) -> None:
+    metrics = tmp_path / "m.json"
+    code, out = run("train", "--epochs", "10", "--device", "cuda", "--data-root", fashion_root,
+                    "--checkpoint-dir", str(tmp_path / "ck"), "--metrics-json", str(metrics))
+    assert code == 0, out
+    payload = json.loads(metrics.read_text())
+    assert payload["device"].startswith("cuda:")
+    last = payload["epochs"][-1]
+    assert last["test_acc"] >= 0.83 and last["peak_memory_bytes"] > 0
+    # the only sync inside the training epoch is the one read of its sums (1 of ~235 steps)
+    assert last["syncs_per_step"] is not None and last["syncs_per_step"] < 0.01
+    assert "peak mem" in out and "syncs/step" in out
