@@ -69,6 +69,9 @@ class HostFacts(_ToDict):
     is_wsl: bool | None = None
     env: dict[str, str] = field(default_factory=dict)  # relevant variables that are set
     errors: tuple[str, ...] = ()  # sub-probes that failed, with why
+    # NVIDIA display/3D controllers on the PCI bus (Linux sysfs), whether or not a driver is
+    # loaded: tells "no NVIDIA GPU here" from "a GPU without a driver / container without GPUs".
+    nvidia_pci_devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class TorchFacts(_ToDict):
     mps_built: bool = False
     mps_available: bool = False
     live_checks: tuple[LiveCheck, ...] = ()
+    compiled_cuda_version: int | None = None  # torch._C._cuda_getCompiledVersion(), 13000
+    import_seconds: float | None = None  # how long ``import torch`` took in this process
 
 
 @dataclass(frozen=True)

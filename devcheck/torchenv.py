@@ -1,0 +1,183 @@
+"""The torch boundary: the one module that asks torch about its build and devices.
+
+``torch.cuda.is_available()`` is a bool without a reason; this probe keeps the reason
+(torch's own warning, or the error ``torch.cuda.init()`` raises) and goes one step further
+than "available": the live check allocates on each usable device, runs a small matmul and
+compares it with the CPU result, because a device can be listed and still not compute (no
+kernel image for its arch, a lost GPU, an exhausted memory pool).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from types import ModuleType
+from typing import Any
+
+from devcheck.facts import LiveCheck, TorchDevice, TorchFacts
+
+# Matmul side. Small on purpose: at 24+ the CPU reference goes through the multi-threaded
+# BLAS path, whose thread pool costs 30-70 ms on a busy 2-core machine (measured), i.e. a
+# large share of the doctor's budget; 16 still launches a real GEMM kernel on the device.
+LIVE_SIZE = 16
+LIVE_TOLERANCE = 1e-3  # TF32 or reduced-precision reductions stay well inside this
+ALLOC_BYTES = 64 * 1024**2  # accelerators also allocate and reduce this much memory
+
+
+def _import_torch() -> ModuleType:
+    """The import seam: tests make it raise to simulate a broken install."""
+    import torch
+
+    return torch
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def _safe(fn: Any, default: Any = None) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def _sync(torch: ModuleType, device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def live_check(torch: ModuleType, device: str) -> LiveCheck:
+    """Allocate on ``device``, multiply, compare with float64 CPU math; never raises."""
+    try:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        a = torch.rand(LIVE_SIZE, LIVE_SIZE, generator=gen, device="cpu") - 0.5
+        b = torch.rand(LIVE_SIZE, LIVE_SIZE, generator=gen, device="cpu") - 0.5
+        expected = a.double() @ b.double()
+        torch.empty(1, device=device)  # CUDA context creation (~0.1-1 s) is not the GPU's speed
+        _sync(torch, device)
+        start = time.perf_counter()
+        a_dev, b_dev = a.to(device), b.to(device)
+        result = (a_dev @ b_dev).to("cpu")
+        if device != "cpu":  # prove the allocator and a reduction kernel, too
+            n = ALLOC_BYTES // 4
+            total = int(torch.ones(n, device=device, dtype=torch.int32).sum().item())
+            if total != n:
+                raise RuntimeError(f"sum of {n} ones on {device} gave {total}")
+        _sync(torch, device)
+        seconds = time.perf_counter() - start
+        error = float((result.double() - expected).abs().max())
+    except Exception as exc:
+        return LiveCheck(device=device, ok=False, error=_short(exc))
+    if not error <= LIVE_TOLERANCE:  # also catches nan
+        return LiveCheck(device=device, ok=False, seconds=seconds, max_abs_error=error,
+                         error=f"matmul on {device} differs from the CPU result by {error:.3g} "
+                               f"(expected <= {LIVE_TOLERANCE:g})")
+    return LiveCheck(device=device, ok=True, seconds=seconds, max_abs_error=error)
+
+
+def _cuda_facts(torch: ModuleType, live: bool) -> dict[str, Any]:
+    """Availability, torch's reason when unavailable, and the visible devices."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = bool(torch.cuda.is_available())
+    reason = "; ".join(str(w.message) for w in caught) or None
+    if not available and live and torch.version.cuda is not None and reason is None:
+        # is_available() is silent about "no driver"; init() says it in torch's words.
+        try:
+            torch.cuda.init()
+        except Exception as exc:
+            reason = str(exc).strip() or type(exc).__name__
+    devices: list[TorchDevice] = []
+    count = 0
+    if available:
+        count = int(torch.cuda.device_count())
+        for i in range(count):
+            props = _safe(lambda i=i: torch.cuda.get_device_properties(i))
+            devices.append(TorchDevice(
+                index=i,
+                name=getattr(props, "name", None),
+                capability=f"{props.major}.{props.minor}" if props is not None else None,
+                memory_total_bytes=getattr(props, "total_memory", None)))
+    return {"cuda_available": available, "cuda_unavailable_reason": None if available else reason,
+            "device_count": count, "devices": tuple(devices)}
+
+
+def _cudnn_version(torch: ModuleType, cuda_available: bool) -> int | None:
+    """The loaded cuDNN's version where CUDA works; else the compiled-in one.
+
+    Loading libcudnn just to print its version costs tens of milliseconds on a machine that
+    cannot use it, and the doctor's budget is the torch import time itself.
+    """
+    if cuda_available:
+        return torch.backends.cudnn.version()
+    major, minor, patch = torch._C._cudnn.getCompileVersion()
+    return int(major) * 10000 + int(minor) * 100 + int(patch)  # cuDNN 9 encoding: 92400
+
+
+def _default_device(torch: ModuleType) -> str | None:
+    getter = getattr(torch, "get_default_device", None)
+    if getter is not None:
+        return str(getter())
+    return str(torch.empty(0).device)  # torch < 2.3
+
+
+def collect_torch(live: bool = True) -> TorchFacts:
+    """Import torch once and describe it; the work behind :func:`probe_torch`."""
+    start = time.perf_counter()
+    try:
+        torch = _import_torch()
+    except BaseException as exc:  # ImportError, OSError from a missing .so, SystemExit...
+        return TorchFacts(imported=False, import_error=_short(exc))
+    values: dict[str, Any] = {
+        "imported": True,
+        "import_seconds": time.perf_counter() - start,
+        "compiled_cuda_version": _safe(lambda: int(torch._C._cuda_getCompiledVersion())),
+        "version": str(torch.__version__),
+        "cuda_version": torch.version.cuda,
+        "hip_version": getattr(torch.version, "hip", None),
+        "arch_list": tuple(_safe(lambda: torch.cuda.get_arch_list(), ())),
+        "default_device": _safe(lambda: _default_device(torch)),
+        "mps_built": bool(_safe(lambda: torch.backends.mps.is_built(), False)),
+        "mps_available": bool(_safe(lambda: torch.backends.mps.is_available(), False)),
+    }
+    errors: list[str] = []
+    try:
+        values.update(_cuda_facts(torch, live))
+        values["cudnn_version"] = _safe(lambda: _cudnn_version(torch, values["cuda_available"]))
+    except Exception as exc:
+        errors.append(f"CUDA query failed: {_short(exc)}")
+    checks: list[LiveCheck] = []
+    if live:
+        targets = ["cpu"] + [f"cuda:{d.index}" for d in values.get("devices", ())]
+        if values["mps_available"]:
+            targets.append("mps")
+        checks = [live_check(torch, device) for device in targets]
+    return TorchFacts(error="; ".join(errors) or None, live_checks=tuple(checks), **values)
+
+
+def probe_torch(*, live: bool = True, timeout_s: float = 30.0) -> TorchFacts:
+    """Describe torch's build and devices (live check when ``live``); never raises.
+
+    Runs in a daemon thread so the caller can probe NVML and the host meanwhile and so a
+    hang (a wedged driver during CUDA init) becomes a fact after ``timeout_s``.
+    """
+    result: list[TorchFacts] = []
+
+    def work() -> None:
+        try:
+            result.append(collect_torch(live))
+        except BaseException as exc:
+            result.append(TorchFacts(imported=False, error=f"torch probe failed: {_short(exc)}"))
+
+    worker = threading.Thread(target=work, name="devcheck-torch", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if not result:
+        return TorchFacts(error=f"torch probe timed out after {timeout_s:g}s "
+                                "(importing torch or initialising CUDA hung)")
+    return result[0]
