@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,21 @@ def _no_leaked_global_state() -> Iterator[None]:
     if problems:
         pytest.fail("test leaked global state (use monkeypatch / restore in finally): "
                     + "; ".join(problems))
+
+
+@pytest.fixture(scope="session")
+def fashion_root() -> str:
+    """The real Fashion-MNIST root (unpacked from the local mirror on first use), or skip.
+
+    Offline on purpose: a test must never wait on a download, and a machine without the
+    data says so in the skip reason instead of failing.
+    """
+    from softmax.data import DataError, locate
+
+    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(Path(__file__).parents[1] / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTMAX_OFFLINE", "1")
+        try:
+            return str(locate(root).resolve())
+        except DataError as exc:
+            pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")

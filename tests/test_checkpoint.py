@@ -15,27 +15,10 @@ import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR
 from click.testing import CliRunner
 
 from softmax.cli import cli
-from softmax.data import DataError, locate
 from softmax.model import ScratchSoftmax
 from softmax.train import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).parents[1]
-
-
-@pytest.fixture(scope="module")
-def fashion_root() -> str:
-    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(REPO / "data")
-    old = os.environ.get("SOFTMAX_OFFLINE")
-    os.environ["SOFTMAX_OFFLINE"] = "1"
-    try:
-        return str(locate(root))
-    except DataError as exc:
-        pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")
-    finally:
-        if old is None:
-            del os.environ["SOFTMAX_OFFLINE"]
-        else:
-            os.environ["SOFTMAX_OFFLINE"] = old
 
 
 def payload(model: ScratchSoftmax) -> dict:

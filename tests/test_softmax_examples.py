@@ -3,31 +3,14 @@ train with curves."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from softmax.data import DataError, locate
-
 REPO = Path(__file__).parents[1]
 EXAMPLES = REPO / "examples"
-
-
-@pytest.fixture(scope="module")
-def fashion_root() -> str:
-    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(REPO / "data")
-    env = dict(os.environ)
-    try:
-        os.environ["SOFTMAX_OFFLINE"] = "1"
-        return str(locate(root).resolve())
-    except DataError as exc:
-        pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
 
 
 def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

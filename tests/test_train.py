@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,26 +12,8 @@ from click.testing import CliRunner
 
 from softmax import train as train_mod
 from softmax.cli import cli
-from softmax.data import DataError, locate
 
 torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # same reason, for optimizers
-
-
-@pytest.fixture(scope="module")
-def fashion_root() -> str:
-    """The real dataset (unpacked from the local mirror on first use), or skip."""
-    root = os.environ.get("SOFTMAX_DATA_ROOT") or str(Path(__file__).parents[1] / "data")
-    old = os.environ.get("SOFTMAX_OFFLINE")
-    os.environ["SOFTMAX_OFFLINE"] = "1"
-    try:
-        return str(locate(root))
-    except DataError as exc:
-        pytest.skip(f"Requires: Fashion-MNIST ({str(exc)[:80]}...)")
-    finally:
-        if old is None:
-            del os.environ["SOFTMAX_OFFLINE"]
-        else:
-            os.environ["SOFTMAX_OFFLINE"] = old
 
 
 def run(*args: str) -> tuple[int, str]:
