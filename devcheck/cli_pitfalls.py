@@ -116,7 +116,7 @@ def pitfalls() -> None:
 def list_cmd(as_json: bool) -> None:
     """Every known pitfall: id, needs, reproducible here?, title."""
     here = _here()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in registry.all_pitfalls():
         ok, why = reproducible_here(p, here)
         rows.append({"id": p.id, "title": p.title, "needs": list(p.needs),

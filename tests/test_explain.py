@@ -82,6 +82,10 @@ VARIANTS = [
     ("RuntimeError: Can't call numpy() on Variable that requires grad. Use var.detach().numpy()"
      " instead.", "numpy_on_requires_grad"),
     ("RuntimeError: CUDA error (10): invalid device ordinal", "invalid_device_ordinal"),
+    ("torch.AcceleratorError: CUDA error: invalid device ordinal\nGPU device may be out of "
+     "range, do you have enough GPUs?\nCUDA kernel errors might be asynchronously reported",
+     "invalid_device_ordinal"),
+    ("RuntimeError: called a synchronizing CUDA operation", "hidden_host_sync"),
     ("THCudaCheck FAIL file=torch/csrc/cuda/Module.cpp line=32 error=10 : invalid device "
      "ordinal", "invalid_device_ordinal"),
     ("torch.AcceleratorError: CUDA error: device-side assert triggered\nSearch for "

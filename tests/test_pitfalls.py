@@ -31,13 +31,14 @@ CATALOG_IDS = [
 # Reproducible on any machine with torch (CPU device): these must pass, never skip.
 ALWAYS_ON_CPU = [
     "tensor_to_not_inplace", "numpy_on_requires_grad", "gpu_checkpoint_on_cpu",
-    "cuda_init_before_fork", "spawn_needs_importable_main", "optimizer_before_model_to",
+    "spawn_needs_importable_main", "optimizer_before_model_to",
     "device_side_assert", "notebook_plot_in_script", "unstable_softmax",
 ]
 # Need this machine to fit (no driver, root, a CPU-only build...): pass or skip with reason.
 MACHINE_DEPENDENT_CPU = [
     "no_driver", "dataloader_shm_exhausted", "pin_memory_without_accelerator",
     "cpu_only_wheel", "driver_too_old",
+    "cuda_init_before_fork",  # needs a CUDA build (CI's CPU runner installs CPU-only wheels)
 ]
 GPU_ONLY = [p.id for p in all_pitfalls() if "cpu" not in p.needs]
 
@@ -149,3 +150,83 @@ def test_machine_dependent_gpu_pitfalls(cuda_sweep: dict[str, lab.RunResult],
                                         pitfall_id: str) -> None:
     r = cuda_sweep[pitfall_id]
     assert r.status in ("passed", "skipped"), r.reason
+
+
+def test_hidden_host_sync_counts_only_sync_warnings_and_restores_the_mode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fix is judged by counting torch's 'warn'-mode reports, bare step vs fix.
+
+    No GPU here, so torch's sync reporting is stood in for by the warning it emits; this
+    pins the counting (other warnings ignored, every repeat counted, mode always reset).
+    """
+    import warnings
+
+    import torch
+
+    from devcheck.pitfalls import hidden_host_sync
+
+    modes: list[object] = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def step() -> None:
+        for _ in range(3):  # same line thrice: 'always' must keep every one
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+        warnings.warn("Synchronization debug mode is a prototype feature", UserWarning,
+                      stacklevel=1)
+
+    assert hidden_host_sync._count_syncs(step) == 3
+    assert modes == ["warn", 0]
+
+    def failing() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        hidden_host_sync._count_syncs(failing)
+    assert modes[-1] == 0
+
+
+def test_cuda_init_before_fork_skips_on_a_cpu_only_build(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU-only wheel raises 'Torch not compiled with CUDA enabled' in the worker, not the
+    bad-fork error: the CPU stand-in must say so instead of failing (CI's CPU runner)."""
+    import torch
+
+    from devcheck.pitfalls import Skip, cuda_init_before_fork
+
+    cuda_init_before_fork.precondition("cpu")  # this machine: a CUDA build, runs for real
+    assert torch.backends.cuda.is_built()
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    with pytest.raises(Skip, match="CPU-only"):
+        cuda_init_before_fork.precondition("cpu")
+
+
+def test_cuda_init_before_fork_runs_for_real_on_a_cuda_build(
+        cpu_sweep: dict[str, lab.RunResult]) -> None:
+    """Where the build has CUDA (a GPU is not needed) the CPU stand-in must pass, not skip."""
+    import torch
+
+    if not torch.backends.cuda.is_built():
+        pytest.skip(f"CPU-only torch build ({torch.__version__})")
+    r = cpu_sweep["cuda_init_before_fork"]
+    assert r.status == "passed", r.reason
+    assert r.reproduce is not None
+    assert get("cuda_init_before_fork").matches_symptom(r.reproduce.error_text)
+
+
+def test_driver_too_old_skips_when_minor_version_compatibility_saves_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Driver 12.4 with a cu12.8 wheel still runs CUDA: that is no reproduction, so skip."""
+    import torch
+
+    from devcheck.pitfalls import Skip, driver_too_old
+
+    monkeypatch.setattr(driver_too_old, "wheel_cuda_version", lambda: 12080)
+    monkeypatch.setattr(driver_too_old, "driver_cuda_version", lambda: 12040)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(Skip, match="minor-version compatibility"):
+        driver_too_old.precondition("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    driver_too_old.precondition("cpu")  # a real too-old driver: the run goes ahead
+    monkeypatch.setattr(driver_too_old, "driver_cuda_version", lambda: 13000)
+    with pytest.raises(Skip, match=">= the wheel's CUDA"):
+        driver_too_old.precondition("cpu")

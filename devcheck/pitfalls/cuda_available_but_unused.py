@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from devcheck.pitfalls._base import Fix, Pitfall, Symptom, accelerator
 
+if TYPE_CHECKING:
+    import torch
 
-def _check_placement(net: object, X: object, device: object) -> None:
+
+def _check_placement(net: torch.nn.Module, X: torch.Tensor, device: torch.device) -> None:
     """The check devcheck's guard runs: where do the parameters and the batch live?"""
-    p = next(net.parameters())  # type: ignore[attr-defined]
+    p = next(net.parameters())
     for name, t in (("model parameters", p), ("batch X", X)):
-        if t.device.type != device.type:  # type: ignore[attr-defined]
+        if t.device.type != device.type:
             raise RuntimeError(
-                f"{name} are on {t.device} but the training device is {device}: "  # type: ignore[attr-defined]
+                f"{name} are on {t.device} but the training device is {device}: "
                 "call .to(device) (the GPU is available but unused)"
             )
 

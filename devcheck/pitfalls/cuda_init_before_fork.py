@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from devcheck.pitfalls._base import Fix, Pitfall, Symptom
+from typing import TYPE_CHECKING
+
+from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+
+if TYPE_CHECKING:  # torch loads lazily; at run time the dataset is duck-typed
+    from typing import TypeAlias
+
+    import torch
+    from torch.utils.data import Dataset
+
+    _Base: TypeAlias = Dataset[torch.Tensor]
+else:
+    _Base = object
 
 
-class CudaItemDataset:
+class CudaItemDataset(_Base):
     """A dataset that builds its samples on the GPU: the worker must initialise CUDA."""
 
     def __init__(self, device: str) -> None:
@@ -14,7 +26,7 @@ class CudaItemDataset:
     def __len__(self) -> int:
         return 8
 
-    def __getitem__(self, i: int) -> object:
+    def __getitem__(self, i: int) -> torch.Tensor:
         import torch
 
         return torch.full((2,), float(i), device=self.device)
@@ -23,6 +35,20 @@ class CudaItemDataset:
 class CpuItemDataset(CudaItemDataset):
     def __init__(self) -> None:
         super().__init__("cpu")
+
+
+def precondition(device: str) -> None:
+    """The CPU stand-in needs a CUDA-enabled build (e.g. no driver, or no GPU).
+
+    A CPU-only wheel (the cpu index CI runners use) has no CUDA state to poison: torch's
+    bad-fork flag does not exist there, so the worker fails with 'Torch not compiled with
+    CUDA enabled' instead, a different error with a different cause.
+    """
+    import torch
+
+    if not device.startswith("cuda") and not torch.backends.cuda.is_built():
+        raise Skip(f"this torch build is CPU-only ({torch.__version__}): without CUDA support "
+                   "a fork cannot inherit CUDA state; needs a CUDA build (no GPU required)")
 
 
 def reproduce(device: str) -> None:
@@ -40,8 +66,8 @@ def reproduce(device: str) -> None:
         except Exception:
             pass
         target = "cuda"
-    loader = DataLoader(CudaItemDataset(target), batch_size=4, num_workers=1,
-                        multiprocessing_context="fork")
+    loader: DataLoader[torch.Tensor] = DataLoader(
+        CudaItemDataset(target), batch_size=4, num_workers=1, multiprocessing_context="fork")
     next(iter(loader))
 
 
@@ -49,8 +75,8 @@ def fixed(device: str) -> str:
     import torch
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(CpuItemDataset(), batch_size=4, num_workers=1,
-                        multiprocessing_context="fork")
+    loader: DataLoader[torch.Tensor] = DataLoader(
+        CpuItemDataset(), batch_size=4, num_workers=1, multiprocessing_context="fork")
     for batch in loader:
         batch = batch.to(device)
     torch.zeros(1, device=device)
@@ -60,6 +86,7 @@ def fixed(device: str) -> str:
 PITFALL = Pitfall(
     reproduce=reproduce,
     fixed=fixed,
+    precondition=precondition,
     id="cuda_init_before_fork",
     title="CUDA initialised before fork: forked workers cannot use CUDA",
     needs=("cpu", "cuda", "fork"),
@@ -85,7 +112,8 @@ PITFALL = Pitfall(
     ),
     frames=("torch/utils/data/_utils/worker.py",),
     hints=("DataLoader worker process", "multiprocessing", "Pool"),
-    cpu_note="on a CPU-only machine a failed CUDA initialisation in the parent sets the "
-    "same bad-fork flag, so the real message appears",
+    cpu_note="on a machine without a GPU a failed CUDA initialisation in the parent sets "
+    "the same bad-fork flag, so the real message appears (needs a CUDA build of torch; a "
+    "CPU-only wheel has no such flag and is skipped)",
     related=("default_device_fork_worker",),
 )

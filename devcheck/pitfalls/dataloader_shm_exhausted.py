@@ -5,19 +5,30 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+
+if TYPE_CHECKING:  # torch loads lazily; at run time the dataset is duck-typed
+    from typing import TypeAlias
+
+    import torch
+    from torch.utils.data import Dataset
+
+    _Base: TypeAlias = Dataset[torch.Tensor]
+else:
+    _Base = object
 
 _CLONE_NEWNS = 0x00020000
 _MS_REC = 16384
 _MS_PRIVATE = 1 << 18
 
 
-class BigSampleDataset:
+class BigSampleDataset(_Base):
     def __len__(self) -> int:
         return 8
 
-    def __getitem__(self, i: int) -> object:
+    def __getitem__(self, i: int) -> torch.Tensor:
         import torch
 
         return torch.ones(512, 512)  # 1 MiB per sample, 4 MiB per batch of 4
@@ -46,8 +57,8 @@ def reproduce(device: str) -> None:
     from torch.utils.data import DataLoader
 
     _tiny_shm()
-    loader = DataLoader(BigSampleDataset(), batch_size=4, num_workers=1,
-                        multiprocessing_context="fork")
+    loader: DataLoader[torch.Tensor] = DataLoader(
+        BigSampleDataset(), batch_size=4, num_workers=1, multiprocessing_context="fork")
     next(iter(loader))
 
 
@@ -55,7 +66,9 @@ def fixed(device: str) -> str:
     from torch.utils.data import DataLoader
 
     _tiny_shm()
-    n = sum(1 for _ in DataLoader(BigSampleDataset(), batch_size=4, num_workers=0))
+    loader: DataLoader[torch.Tensor] = DataLoader(BigSampleDataset(), batch_size=4,
+                                                  num_workers=0)
+    n = len(list(loader))
     return f"{n} batches with num_workers=0 (no shared memory) on a 1 MiB /dev/shm"
 
 

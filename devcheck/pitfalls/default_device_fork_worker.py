@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from devcheck.pitfalls._base import Fix, Pitfall, Symptom, accelerator
 
+if TYPE_CHECKING:  # torch loads lazily; at run time the dataset is duck-typed
+    from typing import TypeAlias
 
-class IntLabelDataset:
+    import torch
+    from torch.utils.data import Dataset
+
+    _Base: TypeAlias = Dataset[tuple[torch.Tensor, int]]
+else:
+    _Base = object
+
+
+class IntLabelDataset(_Base):
     """Images as tensors, labels as Python ints: default_collate calls torch.tensor on them."""
 
     def __init__(self) -> None:
@@ -16,7 +28,7 @@ class IntLabelDataset:
     def __len__(self) -> int:
         return 32
 
-    def __getitem__(self, i: int) -> tuple[object, int]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], i % 3
 
 
@@ -32,9 +44,9 @@ def reproduce(device: str) -> None:
     data = IntLabelDataset()
     torch.set_default_device(dev)
     try:
-        loader = DataLoader(data, batch_size=8, shuffle=True, num_workers=2,
-                            generator=torch.Generator(device=dev),
-                            multiprocessing_context="fork")
+        loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+            data, batch_size=8, shuffle=True, num_workers=2,
+            generator=torch.Generator(device=dev), multiprocessing_context="fork")
         next(iter(loader))
     finally:
         torch.set_default_device(None)
@@ -45,8 +57,9 @@ def fixed(device: str) -> str:
     from torch.utils.data import DataLoader
 
     dev = torch.device(accelerator(device))
-    loader = DataLoader(IntLabelDataset(), batch_size=8, shuffle=True, num_workers=2,
-                        multiprocessing_context="spawn")
+    loader: DataLoader[tuple[torch.Tensor, int]] = DataLoader(
+        IntLabelDataset(), batch_size=8, shuffle=True, num_workers=2,
+        multiprocessing_context="spawn")
     for X, y in loader:
         X, y = X.to(dev), y.to(dev)
     return f"spawn workers, batches moved to {dev} in the main process"

@@ -15,6 +15,11 @@ def precondition(device: str) -> None:
         raise Skip("no NVIDIA driver here (see no_driver), so it cannot be too old")
     if driver >= wheel:
         raise Skip(f"the driver supports CUDA {fmt(driver)} >= the wheel's CUDA {fmt(wheel)}")
+    import torch
+
+    if torch.cuda.is_available():  # CUDA minor-version compatibility (same major release)
+        raise Skip(f"the driver's CUDA {fmt(driver)} is older than the wheel's {fmt(wheel)}, "
+                   "but CUDA initialises anyway (minor-version compatibility)")
 
 
 def reproduce(device: str) -> None:

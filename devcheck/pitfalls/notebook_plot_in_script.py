@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import TYPE_CHECKING
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def _figure() -> object:
+
+def _figure() -> Figure:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,7 +46,7 @@ def reproduce(device: str) -> None:
 def fixed(device: str) -> str:
     fig = _figure()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")  # type: ignore[attr-defined]
+    fig.savefig(buf, format="png")
     if buf.tell() == 0:
         raise RuntimeError("nothing written")
     return f"figure written to a PNG ({buf.tell()} bytes)"

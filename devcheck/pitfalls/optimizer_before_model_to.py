@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from devcheck.pitfalls._base import Fix, Pitfall, Symptom
 
+if TYPE_CHECKING:
+    import torch
 
-def _step_changes_weights(net: object, opt: object, dev: object) -> bool:
+
+def _step_changes_weights(net: torch.nn.Linear, opt: torch.optim.Optimizer,
+                          dev: torch.device) -> bool:
     import torch
 
     X = torch.randn(16, 4, device=dev, dtype=torch.float64)
     y = torch.randint(0, 2, (16,), device=dev)
-    before = net.weight.detach().clone()  # type: ignore[attr-defined]
-    loss = torch.nn.functional.cross_entropy(net(X), y)  # type: ignore[operator]
-    opt.zero_grad()  # type: ignore[attr-defined]
+    before = net.weight.detach().clone()
+    loss = torch.nn.functional.cross_entropy(net(X), y)
+    opt.zero_grad()
     loss.backward()
-    opt.step()  # type: ignore[attr-defined]
-    return not torch.equal(before, net.weight.detach())  # type: ignore[attr-defined]
+    opt.step()
+    return not torch.equal(before, net.weight.detach())
 
 
 def reproduce(device: str) -> None:

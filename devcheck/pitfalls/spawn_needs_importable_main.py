@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import types
+from collections.abc import Sized
 
 from devcheck.pitfalls._base import Fix, Pitfall, Symptom
 
@@ -21,12 +22,12 @@ class SquaresDataset:
         return i * i
 
 
-def _receive(dataset: object) -> None:
+def _receive(dataset: Sized) -> None:
     """The worker's job here: it only has to receive (unpickle) the dataset."""
-    len(dataset)  # type: ignore[arg-type]
+    len(dataset)
 
 
-def _spawn_with(obj: object) -> tuple[int | None, str]:
+def _spawn_with(obj: Sized) -> tuple[int | None, str]:
     """Start a spawn-context process that receives ``obj``, as a DataLoader worker does.
 
     Returns its exit code and what it wrote to stderr (a spawned child reports its
@@ -53,7 +54,7 @@ def reproduce(device: str) -> None:
     real_main = sys.modules["__main__"]
     notebook_main = types.ModuleType("__main__")
     MyDS = type("MyDS", (SquaresDataset,), {"__module__": "__main__"})
-    notebook_main.MyDS = MyDS  # type: ignore[attr-defined]
+    vars(notebook_main)["MyDS"] = MyDS  # a class defined in a notebook cell
     sys.modules["__main__"] = notebook_main
     try:
         code, err = _spawn_with(MyDS())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from devcheck.pitfalls._base import Fix, Pitfall, Symptom
 
+if TYPE_CHECKING:
+    import torch
 
-def _logits(device: str) -> object:
+
+def _logits(device: str) -> torch.Tensor:
     import torch
 
     return torch.tensor([[10.0, 100.0, 1000.0], [1.0, 2.0, 3.0]], device=device,
