@@ -6,6 +6,7 @@ fit) end with one line on stderr and exit code 1, never a traceback.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -77,10 +78,15 @@ def train(epochs: int, lr: float, batch_size: int, device: str, data_root: str |
         path = live.add(m.epoch, (m.train_loss, m.train_acc, m.test_acc))
         click.echo(f"  curves: {path}")
 
+    _writable_dirs(checkpoint_dir=checkpoint_dir, metrics_json=metrics_json,
+                   plot=str(plot_path))
     try:
         result = train_ch3(config, on_epoch=on_epoch, log=click.echo)
     except _user_errors() as exc:
         raise click.ClickException(_with_checkpoint_note(str(exc), checkpoint_dir)) from None
+    except OSError as exc:
+        raise _os_error(exc, "--data-root, --checkpoint-dir, --metrics-json and --plot"
+                        ) from None
     except KeyboardInterrupt:
         click.echo("interrupted; --resume continues from the last complete epoch", err=True)
         raise SystemExit(130) from None
@@ -90,6 +96,32 @@ def train(epochs: int, lr: float, batch_size: int, device: str, data_root: str |
                    f"{result.device}; checkpoint {result.checkpoint}")
     if metrics_json:
         click.echo(f"metrics: {metrics_json}")
+
+
+def _writable_dirs(**paths: str | None) -> None:
+    """Fail before the first epoch, not after it, when an output cannot be written."""
+    for option, value in paths.items():
+        if not value:
+            continue
+        flag = "--" + option.replace("_", "-")
+        directory = Path(value) if option == "checkpoint_dir" else Path(value).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / f".softmax-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise click.ClickException(
+                f"{flag} {value}: cannot write in {directory} ({exc.strerror or exc}); "
+                f"expected a directory this user can create and write. Fix: pass another "
+                f"{flag}") from None
+
+
+def _os_error(exc: OSError, options: str) -> click.ClickException:
+    """A file problem that got past the checks (disk full, permissions changed mid-run)."""
+    return click.ClickException(
+        f"{exc.filename or 'a file'}: {exc.strerror or exc}; expected a path this user can "
+        f"read and write. Fix: check {options}")
 
 
 def _with_checkpoint_note(message: str, checkpoint_dir: str | None) -> str:
@@ -114,9 +146,12 @@ def predict(checkpoint: str, device: str, data_root: str | None, n: int, out: st
     from softmax.predict import predict_ch3
 
     try:
+        _writable_dirs(out=out)
         result = predict_ch3(Path(checkpoint), device, data_root, n, Path(out))
     except _user_errors() as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise _os_error(exc, "--checkpoint, --data-root and --out") from None
     click.echo(f"{result.wrong} of {result.n} wrong on {result.device}; grid: {result.path}")
 
 

@@ -217,6 +217,23 @@ class FashionTensors:
     test_labels: torch.Tensor
 
 
+def check_labels(targets: torch.Tensor, root: Path, train: bool) -> None:
+    """Every label a class index, checked once on the host when the data is read.
+
+    Why here: the size check cannot see a damaged byte inside an unpacked label file, and an
+    out-of-range label fails deep in the loss (an IndexError on the CPU, a device-side assert
+    that poisons the CUDA context on a GPU) instead of naming the file."""
+    bad = ((targets < 0) | (targets >= NUM_CLASSES)).nonzero().flatten()
+    if len(bad):
+        first = int(bad[0])
+        spec = next(f for f in FILES if f.magic == LABEL_MAGIC
+                    and f.name.startswith("train" if train else "t10k"))
+        raise DataError(
+            f"{raw_dir(root) / spec.name}: label {int(targets[first])} at item {first} "
+            f"({len(bad)} out of range in all); expected class indices 0..{NUM_CLASSES - 1}. "
+            f"Fix: delete it and rerun: it is re-created from the .gz archives")
+
+
 def load_tensors(root: Path, device: torch.device) -> FashionTensors:
     """Read through torchvision's dataset class, then move once: 55 MB of uint8 fits anywhere."""
     import torchvision
@@ -224,6 +241,7 @@ def load_tensors(root: Path, device: torch.device) -> FashionTensors:
     parts = []
     for train in (True, False):
         ds = torchvision.datasets.FashionMNIST(str(root), train=train, download=False)
+        check_labels(ds.targets, root, train)
         parts.append(ds.data.reshape(len(ds.data), NUM_INPUTS).to(device))
         parts.append(ds.targets.to(device=device, dtype=torch.int64))
     return FashionTensors(*parts)
@@ -269,6 +287,10 @@ def book_dataloaders(root: Path, batch_size: int, workers: int,
     trans = transforms.ToTensor()
     train = torchvision.datasets.FashionMNIST(str(root), train=True, transform=trans)
     test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=trans)
-    kw = {"num_workers": workers, "persistent_workers": workers > 0}
-    return (data.DataLoader(train, batch_size, shuffle=True, generator=generator, **kw),
-            data.DataLoader(test, batch_size, shuffle=False, **kw))
+    check_labels(train.targets, root, True)
+    check_labels(test.targets, root, False)
+    persistent = workers > 0
+    return (data.DataLoader(train, batch_size, shuffle=True, generator=generator,
+                            num_workers=workers, persistent_workers=persistent),
+            data.DataLoader(test, batch_size, shuffle=False, num_workers=workers,
+                            persistent_workers=persistent))

@@ -41,14 +41,25 @@ def accuracy(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (y_hat.argmax(dim=1) == y).sum()
 
 
+def _normal(shape: tuple[int, int], device: torch.device,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 0.01) weights drawn where ``generator`` lives, then moved to ``device``.
+
+    Why: a random op on a CUDA tensor refuses a CPU generator ("Expected a 'cuda' device type
+    for generator but found 'cpu'"), and the seed-derived CPU generator the trainer passes
+    should give the same initial weights on every device."""
+    where = generator.device if generator is not None else device
+    return torch.normal(0, 0.01, shape, device=where, generator=generator).to(device)
+
+
 class ScratchSoftmax:
     """The book's ``W``, ``b``, ``net`` and ``sgd``, with a hand-written gradient."""
 
     kind = "scratch"
 
     def __init__(self, device: torch.device, generator: torch.Generator | None = None) -> None:
-        self.W = torch.normal(0, 0.01, (NUM_CLASSES, NUM_INPUTS), device=device,
-                              generator=generator).T  # shape (784, 10), column-major
+        W = _normal((NUM_CLASSES, NUM_INPUTS), device, generator)
+        self.W = W.T  # shape (784, 10), column-major
         self.b = torch.zeros(NUM_CLASSES, device=device)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -111,10 +122,11 @@ class ConciseSoftmax:
 
     def __init__(self, device: torch.device, generator: torch.Generator | None = None,
                  lr: float = 0.1) -> None:
-        self.module = nn.Sequential(nn.Flatten(), nn.Linear(NUM_INPUTS, NUM_CLASSES)).to(device)
+        linear = nn.Linear(NUM_INPUTS, NUM_CLASSES, device=device)
+        self.module = nn.Sequential(nn.Flatten(), linear)
         with torch.no_grad():
-            self.module[1].weight.normal_(0, 0.01, generator=generator)
-            self.module[1].bias.zero_()
+            linear.weight.copy_(_normal((NUM_CLASSES, NUM_INPUTS), device, generator))
+            linear.bias.zero_()
         self.loss_fn = nn.CrossEntropyLoss(reduction="none")
         self.optimizer = torch.optim.SGD(self.module.parameters(), lr=lr)  # after .to(device)
 

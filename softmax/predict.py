@@ -35,16 +35,10 @@ def predict_ch3(checkpoint: Path, device_spec: str, data_root: str | None, n: in
 
     device = resolve_device(device_spec)
     if not checkpoint.is_file():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist; expected a file written by "
-                         f"`softmax train` (default runs/softmax/last.pt); train first or pass "
-                         f"--checkpoint")
-    try:
-        payload = load_checkpoint(checkpoint, device)
-        model = model_from_checkpoint(payload, device)
-    except (RuntimeError, KeyError, EOFError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {checkpoint} cannot be loaded ({first}); expected a "
-                         f"complete file written by `softmax train`") from None
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist; expected a file written "
+                              f"by `softmax train` (default runs/softmax/last.pt); train first "
+                              f"or pass --checkpoint")
+    model = model_from_checkpoint(load_checkpoint(checkpoint, device), device, checkpoint)
     data = load_tensors(locate(data_root), device)
     images, labels = data.test_images[:n], data.test_labels[:n]
     with torch.no_grad():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,8 @@ from softmax.data import NUM_CLASSES, TensorLoader, book_dataloaders, load_tenso
 from softmax.model import Model, accuracy, make_model
 
 CHECKPOINT_NAME = "last.pt"
+_CHECKPOINT_KEYS = ("epoch", "model", "state")
+MODEL_KINDS = ("scratch", "concise")
 
 
 class DeviceError(Exception):
@@ -168,8 +171,9 @@ class Accumulator:
         if not self.labels:
             return 0.0, 0.0, 0
         y = torch.cat(self.labels)
-        correct = accuracy(torch.cat(self.logits), y).to(torch.float64)
-        loss = torch.cat(self.losses).sum().to(torch.float64) if self.losses else correct * 0
+        wide = torch.float32 if y.device.type == "mps" else torch.float64  # MPS: no float64
+        correct = accuracy(torch.cat(self.logits), y).to(wide)  # float32 counts: exact to 2**24
+        loss = torch.cat(self.losses).sum().to(wide) if self.losses else correct * 0
         loss_sum, n_correct = torch.stack([loss, correct]).tolist()
         return loss_sum, n_correct, len(y)
 
@@ -224,14 +228,56 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """weights_only=True (no pickled code) and map_location: a GPU checkpoint loads on a CPU."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """weights_only=True (no pickled code) and map_location: a GPU checkpoint loads on a CPU.
+
+    Anything that is not a complete checkpoint of ours (truncated, another program's pickle,
+    code objects) becomes one CheckpointError naming the file, never a traceback."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(exc)}); "
+                              f"expected a complete file written by `softmax train`. Fix: "
+                              f"pass another file, or delete it to start over"
+                              ) from None
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        found = (f"keys {sorted(map(str, payload))}" if isinstance(payload, dict)
+                 else f"a {type(payload).__name__}")
+        raise CheckpointError(f"checkpoint {path} is not a `softmax train` checkpoint: found "
+                              f"{found}; expected a dict with keys "
+                              f"{', '.join(_CHECKPOINT_KEYS)}. Fix: pass a file written by "
+                              f"`softmax train` (runs/softmax/last.pt by default)")
+    return payload
 
 
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device) -> Model:
-    model = make_model(str(payload["model"]), device)
-    model.load_state_dict(payload["state"])
+def load_model_state(model: Model, payload: dict[str, Any], source: Path | str) -> None:
+    """Load the payload's parameters into ``model``, refusing another model's shapes."""
+    state = payload["state"]
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    seen = ({str(k): tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+             for k, v in state.items()} if isinstance(state, dict) else type(state).__name__)
+    if seen != expected:
+        raise CheckpointError(f"checkpoint {source} holds a {payload['model']!r} state with "
+                              f"{seen}; expected {expected}. Fix: pass a checkpoint written "
+                              f"by this version of `softmax train`")
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(payload: dict[str, Any], device: torch.device,
+                          source: Path | str = "checkpoint") -> Model:
+    kind = str(payload["model"])
+    if kind not in MODEL_KINDS:
+        raise CheckpointError(f"checkpoint {source} holds a model of kind {kind!r}; expected "
+                              f"one of {', '.join(MODEL_KINDS)}. Fix: pass a file written by "
+                              f"`softmax train`")
+    model = make_model(kind, device)
+    load_model_state(model, payload, source)
     return model
 
 
@@ -241,9 +287,9 @@ def _loaders(config: TrainConfig, device: torch.device, generator: torch.Generat
     root = locate(config.data_root)
     if config.loader == "dataloader":
         cpu_gen = torch.Generator().manual_seed(config.seed)
-        train_iter, test_iter = book_dataloaders(root, config.batch_size, config.workers,
+        book_train, book_test = book_dataloaders(root, config.batch_size, config.workers,
                                                  generator=cpu_gen)
-        return train_iter, test_iter, len(train_iter), "the DataLoader"
+        return book_train, book_test, len(book_train), "the DataLoader"
     data = load_tensors(root, device)
     train_iter = TensorLoader(data.train_images, data.train_labels, config.batch_size,
                               shuffle=True, generator=generator)
@@ -299,22 +345,16 @@ def train_ch3(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] |
         for stale in ckpt_path.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # from a killed run
             stale.unlink(missing_ok=True)
     if config.resume and ckpt_path is not None and ckpt_path.exists():
-        try:
-            payload = load_checkpoint(ckpt_path, device)
-        except (RuntimeError, EOFError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{ckpt_path} cannot be loaded ({first}); expected a complete "
-                                  f"checkpoint written by `softmax train`; delete it to start "
-                                  f"over") from None
+        payload = load_checkpoint(ckpt_path, device)
         if payload["model"] != config.model:
             raise CheckpointError(f"{ckpt_path} holds a {payload['model']!r} model; expected "
-                             f"{config.model!r}. Use --model {payload['model']} or another "
-                             f"--checkpoint-dir.")
-        model.load_state_dict(payload["state"])
+                                  f"{config.model!r}. Use --model {payload['model']} or another "
+                                  f"--checkpoint-dir.")
+        load_model_state(model, payload, ckpt_path)
         model.load_extra_state(payload.get("extra", {}))
         if payload.get("device_type") == device.type:
             generator.set_state(payload["generator"].cpu())  # map_location moved it
-        result.epochs = [EpochMetrics(**m) for m in payload["history"]]
+        result.epochs = [EpochMetrics(**m) for m in payload.get("history", [])]
         start = result.resumed_from_epoch = int(payload["epoch"]) + 1
         log(f"resumed from {ckpt_path} after epoch {payload['epoch']}")
     elif config.resume:

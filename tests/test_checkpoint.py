@@ -140,3 +140,41 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path: Path) -> None:
                                       "concise", "--checkpoint-dir", str(ck)])
     assert result.exit_code == 1
     assert "holds a 'scratch' model; expected 'concise'" in result.output
+
+
+@pytest.mark.parametrize("content", ["dict-text", "no-keys", "tensor", "wrong-shape",
+                                     "unknown-kind"])
+def test_foreign_checkpoints_get_one_line_not_a_traceback(tmp_path: Path, content: str) -> None:
+    """Files torch.load reads (or refuses with UnpicklingError) that are not our checkpoints:
+    predict and resume both name the file and what was expected, and exit 1."""
+    ck = tmp_path / "ck"
+    path = ck / "last.pt"
+    ck.mkdir()
+    good = payload(ScratchSoftmax(torch.device("cpu")))
+    if content == "dict-text":
+        path.write_text("{}\n")  # weights_only unpickler: "Unsupported operand"
+        expect = "cannot be loaded"
+    elif content == "no-keys":
+        torch.save({"weights": torch.zeros(3)}, path)
+        expect = "found keys ['weights']; expected a dict with keys epoch, model, state"
+    elif content == "tensor":
+        torch.save(torch.zeros(3), path)
+        expect = "found a Tensor; expected a dict with keys"
+    elif content == "wrong-shape":
+        save_checkpoint(path, {**good, "state": {"W": torch.zeros(10, 5), "b": torch.zeros(10)}})
+        expect = "with {'W': (10, 5), 'b': (10,)}; expected {'W': (10, 784), 'b': (10,)}"
+    else:
+        save_checkpoint(path, {**good, "model": "mlp"})
+        expect = "holds a model of kind 'mlp'; expected one of scratch, concise"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["predict", "--checkpoint", str(path), "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert str(path) in result.output and expect in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    if content != "unknown-kind":  # resume checks --model first: covered elsewhere
+        result = runner.invoke(cli, ["train", "--device", "cpu", "--resume",
+                                     "--checkpoint-dir", str(ck)])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert str(path) in result.output and "Traceback" not in result.output

@@ -19,6 +19,7 @@ from softmax.data import (
     DataError,
     IdxSpec,
     TensorLoader,
+    book_dataloaders,
     check_idx_file,
     load_tensors,
     locate,
@@ -200,3 +201,26 @@ def test_tensor_loader_batches_cover_the_data_once() -> None:
 
 def test_label_magic_constant() -> None:
     assert LABEL_MAGIC == 2049 and IMAGE_MAGIC == 2051
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_damaged_label_byte_is_named_at_load(small: dict[str, bytes], tmp_path: Path,
+                                             train: bool) -> None:
+    """Header and size are intact, so locate() accepts the file; the loader must still name
+    it instead of letting the loss fail with 'index 200 is out of bounds'."""
+    root = tmp_path / "root"
+    raw_dir(root).mkdir(parents=True)
+    name = "train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte"
+    for fname, content in small.items():
+        if fname == name:
+            content = content[:8 + 3] + bytes([200]) + content[8 + 4:]
+        (raw_dir(root) / fname).write_bytes(content)
+    assert locate(root) == root
+    expected = (f"{raw_dir(root) / name}: label 200 at item 3 (1 out of range in all); "
+                f"expected class indices 0..9. Fix: delete it")
+    with pytest.raises(DataError) as err:
+        load_tensors(root, torch.device("cpu"))
+    assert str(err.value).startswith(expected)
+    with pytest.raises(DataError) as err:
+        book_dataloaders(root, 4, 0)
+    assert str(err.value).startswith(expected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -126,3 +128,45 @@ def test_sync_counting_on_cuda() -> None:
     report = guard.reports[0]
     assert report.steps == 4 and report.syncs is not None and report.syncs >= 4
     assert torch.cuda.get_sync_debug_mode() == 0
+
+
+class FakeSyncDebug:
+    """torch.cuda's sync debug switch, faked at the boundary so the counting runs on a CPU."""
+
+    def __init__(self, mode: int) -> None:
+        self.mode, self.history = mode, [mode]
+
+    def get(self) -> int:
+        return self.mode
+
+    def set(self, mode: int | str) -> None:
+        self.mode = mode if isinstance(mode, int) else {"default": 0, "warn": 1, "error": 2}[mode]
+        self.history.append(self.mode)
+
+
+@pytest.mark.parametrize("previous", [0, 2])
+def test_sync_counting_counts_restores_and_hands_back_other_warnings(
+        monkeypatch: pytest.MonkeyPatch, previous: int) -> None:
+    """What torch does in 'warn' mode: TORCH_WARN("called a synchronizing CUDA operation") per
+    sync, surfaced as a Python UserWarning. The guard must count exactly those, re-emit any
+    other warning, and put the caller's mode back, also when the epoch fails."""
+    fake = FakeSyncDebug(previous)
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", fake.get)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", fake.set)
+    guard = StepGuard(CPU)
+    guard.count_syncs = True  # as on a CUDA device
+    with pytest.warns(DeprecationWarning, match="someone else's"):
+        with guard.epoch(1):
+            assert fake.mode == 1
+            for _ in range(3):
+                guard.check_outputs(torch.zeros(1, 10), torch.ones(1))
+                warnings.warn("called a synchronizing CUDA operation", UserWarning,
+                              stacklevel=1)
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+            warnings.warn("someone else's", DeprecationWarning, stacklevel=1)
+    assert guard.reports[0].syncs == 4 and guard.reports[0].syncs_per_step == pytest.approx(4 / 3)
+    assert fake.mode == previous
+    with pytest.raises(PlacementError):
+        with guard.epoch(2):
+            guard.check_outputs(torch.zeros(1, 10, dtype=torch.float64), torch.ones(1))
+    assert fake.mode == previous and fake.history[-2:] == [1, previous]

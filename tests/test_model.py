@@ -89,3 +89,17 @@ def test_accuracy_counts_on_device() -> None:
     y_hat = torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
     got = accuracy(y_hat, torch.tensor([1, 1, 1]))
     assert isinstance(got, torch.Tensor) and int(got) == 2
+
+
+def test_seeded_init_is_the_same_on_every_device(device: str) -> None:
+    """The trainer seeds the model with a CPU generator; on a CUDA device a random op refuses
+    a CPU generator, so the weights are drawn where the generator lives and then moved."""
+    cpu_ref = ScratchSoftmax(torch.device("cpu"), torch.Generator().manual_seed(4)).state_dict()
+    target = torch.device(device)
+    scratch = ScratchSoftmax(target, torch.Generator().manual_seed(4))
+    concise = ConciseSoftmax(target, torch.Generator().manual_seed(4))
+    assert scratch.W.device.type == target.type and concise.parameters()[0].device.type == (
+        target.type)
+    torch.testing.assert_close(scratch.state_dict()["W"].cpu(), cpu_ref["W"])
+    torch.testing.assert_close(concise.state_dict()["1.weight"].cpu(), cpu_ref["W"])
+    assert scratch.W.stride() == (1, 784)

@@ -168,3 +168,46 @@ def test_ten_epochs_on_cuda(fashion_root: str, tmp_path: Path) -> None:
     # the only sync inside the training epoch is the one read of its sums (1 of ~235 steps)
     assert last["syncs_per_step"] is not None and last["syncs_per_step"] < 0.01
     assert "peak mem" in out and "syncs/step" in out
+
+
+@pytest.mark.parametrize("option", ["--checkpoint-dir", "--metrics-json", "--plot", "--out"])
+def test_unwritable_outputs_fail_before_training(tmp_path: Path, option: str) -> None:
+    """A path below a regular file can never be created: one line naming the option, the
+    path and the fix, before any data is loaded or any epoch is run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = str(blocker / "sub" / ("ck" if option == "--checkpoint-dir" else "x.png"))
+    data = str(tmp_path / "no-data")  # never reached: the check comes first
+    if option == "--out":
+        args = ["predict", "--checkpoint", str(tmp_path / "none.pt"), "--device", "cpu",
+                "--data-root", data, option, bad]
+    else:
+        args = ["train", "--device", "cpu", "--data-root", data, option, bad]
+        if option != "--checkpoint-dir":
+            args += ["--checkpoint-dir", str(tmp_path / "ck")]
+    line = assert_one_clean_line(*run(*args))
+    assert line.startswith(f"Error: {option} {bad}: cannot write in ")
+    assert f"Fix: pass another {option}" in line
+    assert not (tmp_path / "no-data").exists()
+
+
+def test_os_errors_mid_run_are_one_line(monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "ck" / "last.pt"))
+
+    monkeypatch.setattr(train_mod, "train_ch3", full_disk)
+    line = assert_one_clean_line(*run("train", "--device", "cpu", "--checkpoint-dir",
+                                      str(tmp_path / "ck")))
+    assert "last.pt: No space left on device; expected a path this user can read" in line
+    assert "Fix: check --data-root, --checkpoint-dir" in line
+
+
+def test_accumulator_reads_once_on_any_device(device: str) -> None:
+    """Sums stay on the device (float64 where it exists; MPS has none) until totals()."""
+    acc = train_mod.Accumulator()
+    for _ in range(3):
+        logits = torch.tensor([[2.0, 1.0], [0.0, 3.0]], device=device)
+        acc.add(logits, torch.tensor([0, 0], device=device),
+                torch.tensor([0.25, 0.5], device=device))
+    assert acc.totals() == (2.25, 3.0, 6)
