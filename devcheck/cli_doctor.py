@@ -32,30 +32,52 @@ def _require_findings(facts: DoctorFacts, required: tuple[str, ...],
     """One finding per ``--require``: ok with the devices, or error with the reason."""
     out = []
     live = facts.torch.live_checks if facts.torch is not None else ()
-    blockers = [f for f in findings if f.severity in ("error", "warn")]
     for kind in required:
         passed = [c.device for c in live if c.ok and c.device.split(":")[0] == kind]
         if passed:
             out.append(Finding(f"require_{kind}", "ok", f"--require {kind}: satisfied",
                                f"{', '.join(passed)} passed the live check"))
             continue
-        why = blockers[0] if blockers else None
+        why = doctor_mod.reason_finding(kind, findings)
+        pitfall = why.pitfall if why is not None else None
+        if why is not None:
+            evidence, fix = why.title, why.fix or "see the findings above"
+        elif kind == "mps" and facts.torch is not None:
+            evidence = doctor_mod.mps_reason(facts.torch, facts.host)
+            fix = ("MPS is the GPU of Apple machines (macOS 12.3+); on this machine drop "
+                   "--require mps (use --require cuda on CUDA machines)")
+        else:
+            evidence, fix = f"torch reports no usable {kind} device", "see the findings above"
         out.append(Finding(
             f"require_{kind}", "error", f"--require {kind}: no {kind.upper()} device passed the "
-            "live check",
-            why.title if why else f"torch reports no usable {kind} device",
-            why.fix if why and why.fix else "see the findings above", why.pitfall if why else None))
+            "live check", evidence, fix, pitfall))
     return out
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (CliRunner)
+        pass
 
 
 def _emit(facts: DoctorFacts, findings: list[Finding], *, as_json: bool, color: bool | None,
           command: str, title: str) -> None:
     if as_json:
-        click.echo(report.render_json(report.to_json(facts, findings, command=command)))
+        text = report.render_json(report.to_json(facts, findings, command=command))
     else:
-        click.echo(report.render_text(facts, findings, color=_use_color(color), title=title),
-                   color=_use_color(color))
-    sys.stdout.flush()
+        text = report.render_text(facts, findings, color=_use_color(color), title=title)
+    try:
+        click.echo(text, color=_use_color(color))
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk, a closed pipe: say so, no traceback
+        _silence_stdout()
+        raise click.ClickException(
+            f"could not write the report to stdout: {exc.strerror or exc}; rerun with "
+            "stdout going to a terminal or a writable file") from None
     code = report.exit_code(findings)
     if code:
         raise SystemExit(code)

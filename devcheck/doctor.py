@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from devcheck import host, nvml, torchenv, wheel
@@ -40,6 +40,9 @@ _CUDA_REASON_IDS = (
     "cuda_visible_devices", "no_driver", "no_gpu", "torch_cannot_use_gpu", "gpu_lost",
     "live_check_failed",
 )
+# The same for MPS: torch itself broken, or the MPS rules (macOS only).
+_MPS_REASON_IDS = ("torch_not_installed", "torch_import_failed", "torch_probe_failed",
+                   "mps_not_built", "mps_unavailable")
 
 
 def _in_thread(name: str, fn: Callable[[], T], timeout_s: float,
@@ -103,7 +106,8 @@ def _wheel_from_torch(t: TorchFacts) -> WheelFacts:
                       if t.imported else None)
 
 
-def _mps_reason(torch_facts: TorchFacts, host_facts: HostFacts | None) -> str:
+def mps_reason(torch_facts: TorchFacts, host_facts: HostFacts | None) -> str:
+    """Why no MPS device is usable, in words (there is no MPS finding off macOS)."""
     os_name = host_facts.os_name if host_facts is not None else sys.platform
     if not torch_facts.imported:
         return "torch could not be imported"
@@ -114,6 +118,20 @@ def _mps_reason(torch_facts: TorchFacts, host_facts: HostFacts | None) -> str:
     if not torch_facts.mps_available:
         return "MPS is built but not available (needs macOS 12.3+ and an Apple GPU)"
     return "the MPS live check failed"
+
+
+def reason_finding(kind: str, findings: Sequence[Finding]) -> Finding | None:
+    """The finding that explains why no ``kind`` ("cuda" or "mps") device is usable.
+
+    Picked by id, most specific first, never by severity alone: an unrelated warning (a
+    small /dev/shm) must not become the reason, nor a CUDA finding the reason for MPS.
+    """
+    ids = _CUDA_REASON_IDS if kind == "cuda" else _MPS_REASON_IDS
+    by_id: dict[str, Finding] = {}
+    for f in findings:
+        if f.severity in ("error", "warn", "info"):
+            by_id.setdefault(f.id, f)
+    return next((by_id[i] for i in ids if i in by_id), None)
 
 
 def availability_from_facts(nvml: NvmlFacts, torch: TorchFacts,
@@ -134,8 +152,7 @@ def availability_from_facts(nvml: NvmlFacts, torch: TorchFacts,
     usable = ("cpu", *cuda, *(("mps",) if mps else ()))
     cuda_reason = None
     if not cuda:
-        by_id = {f.id: f for f in findings if f.severity in ("error", "warn", "info")}
-        reason = next((by_id[i] for i in _CUDA_REASON_IDS if i in by_id), None)
+        reason = reason_finding("cuda", findings)
         if reason is not None:
             cuda_reason = reason.title
         elif not nvml.gpus and nvml.available:
@@ -146,7 +163,7 @@ def availability_from_facts(nvml: NvmlFacts, torch: TorchFacts,
         d.name or f"cuda:{d.index}" for d in torch.devices)
     return DeviceAvailability(
         usable=usable, cuda_reason=cuda_reason,
-        mps_reason=None if mps else _mps_reason(torch, host),
+        mps_reason=None if mps else mps_reason(torch, host),
         torch_version=torch.version, cuda_runtime=torch.cuda_version, gpu_names=names,
         findings=tuple(f for f in findings if f.severity == "error"))
 

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -96,7 +97,7 @@ def _processes(nv: ModuleType, handle: Any) -> tuple[GpuProcess, ...]:
         fn = getattr(nv, getter, None)
         if fn is None:
             continue
-        procs = _field(nv, lambda fn=fn: fn(handle)) or []
+        procs = _field(nv, partial(fn, handle)) or []
         for proc in procs:
             pid = int(getattr(proc, "pid", -1))
             if pid in found or pid == os.getpid():  # devcheck's own CUDA context is no rival
@@ -105,7 +106,7 @@ def _processes(nv: ModuleType, handle: Any) -> tuple[GpuProcess, ...]:
             name = None
             get_name = getattr(nv, "nvmlSystemGetProcessName", None)
             if get_name is not None:
-                name = _text(_field(nv, lambda get_name=get_name, pid=pid: get_name(pid)))
+                name = _text(_field(nv, partial(get_name, pid)))
             found[pid] = GpuProcess(pid=pid, name=name, kind=kind,
                                     used_memory_bytes=int(used) if used is not None else None)
     return tuple(found.values())

@@ -19,22 +19,31 @@ needs it: a collected test that asks for ``device``, a marked test reaching set-
 option that asks (``--devcheck-require``, ``--only-gpu``, ``--devcheck-json``). Until then
 the header line is built from the torch wheel's files and NVML (milliseconds, no torch);
 once the probe has run, it reports the live result instead.
+
+The hooks live here; the pure decisions and texts (header lines, skip reasons, the gate's
+message) live in :mod:`devcheck.pytest_devices`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-import textwrap
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from devcheck.pytest_devices import (
+    cheap_header_line,
+    gate_failure,
+    gpu_devices,
+    header_line,
+    min_count_of,
+    no_gpu_reason,
+    skip_reason,
+)
+
 if TYPE_CHECKING:
-    from devcheck.facts import DeviceAvailability, DoctorFacts, Finding, NvmlFacts, WheelFacts
+    from devcheck.facts import DeviceAvailability, DoctorFacts, Finding
 
 MARKERS: dict[str, str] = {
     "gpu": "gpu(min_count=1): needs min_count usable GPUs (CUDA or MPS), else skips with "
@@ -124,48 +133,7 @@ def _probe(timeout_s: float) -> tuple[DeviceAvailability, DoctorFacts, list[Find
     return availability, facts, diagnose.diagnose(facts)
 
 
-# ---------------------------------------------------------------- pure helpers (tested directly)
-
-
-def _gpus_phrase(names: Sequence[str]) -> str:
-    """"2 x NVIDIA H100 80GB HBM3, NVIDIA T4" from a name per GPU, order kept."""
-    counts = Counter(names)
-    parts = []
-    for name in dict.fromkeys(names):
-        parts.append(f"{counts[name]} x {name}" if counts[name] > 1 else name)
-    return ", ".join(parts)
-
-
-def header_line(availability: DeviceAvailability) -> str:
-    """The report's header line after doctor's live check."""
-    a = availability
-    torch = f"torch {a.torch_version}" if a.torch_version else "torch not importable"
-    runtime = f"CUDA runtime {a.cuda_runtime}" if a.cuda_runtime else "no CUDA runtime"
-    if a.gpu_names:
-        gpus = f"GPUs: {_gpus_phrase(a.gpu_names)}"
-    else:
-        gpus = f"GPUs: none ({a.cuda_reason})" if a.cuda_reason else "GPUs: none"
-    return f"devcheck: {torch}, {runtime}, {gpus}; usable: {', '.join(a.usable)} (live-checked)"
-
-
-def cheap_header_line(wheel: WheelFacts, nvml: NvmlFacts) -> str:
-    """The header line before any probe: torch's files and NVML only, torch not imported."""
-    if wheel.installed:
-        torch = f"torch {wheel.version or '(version unknown)'}"
-    else:
-        torch = "torch not installed"
-    if wheel.cuda_version:
-        runtime = f"CUDA runtime {wheel.cuda_version}"
-    elif wheel.hip_version:
-        runtime = f"ROCm {wheel.hip_version}"
-    else:
-        runtime = "CPU-only build" if wheel.cpu_only else "no CUDA runtime"
-    if nvml.available:
-        names = [g.name or f"GPU {g.index}" for g in nvml.gpus]
-        gpus = f"GPUs: {_gpus_phrase(names)}" if names else "GPUs: none (NVML lists no GPU)"
-    else:
-        gpus = f"GPUs: none (NVML: {nvml.error or nvml.error_kind or 'not available'})"
-    return f"devcheck: {torch}, {runtime}, {gpus}; devices live-checked on first use"
+# ---------------------------------------------------------------- header (no torch)
 
 
 def _cheap_header() -> str:
@@ -176,83 +144,6 @@ def _cheap_header() -> str:
     except Exception as exc:  # the header must never break a run
         return f"devcheck: devices not summarised ({type(exc).__name__}: {exc})"
 
-
-def gpu_devices(availability: DeviceAvailability) -> list[str]:
-    return [d for d in availability.usable if d != "cpu"]
-
-
-def _min_count(marker: pytest.Mark) -> int:
-    value = marker.kwargs.get("min_count", marker.args[0] if marker.args else 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"@pytest.mark.{marker.name}: min_count must be a positive integer, got {value!r}; "
-            f"write e.g. @pytest.mark.{marker.name}(min_count=2)"
-        )
-    return value
-
-
-def _no_gpu_reason(a: DeviceAvailability) -> str:
-    cuda = a.cuda_reason or "no CUDA device passed the live check"
-    if sys.platform == "darwin":
-        return f"CUDA: {cuda}; MPS: {a.mps_reason or 'no MPS device passed the live check'}"
-    return cuda
-
-
-def skip_reason(name: str, min_count: int, availability: DeviceAvailability) -> str | None:
-    """Why a test marked ``name`` (needing ``min_count`` devices) cannot run here, or None."""
-    a = availability
-    if name == "requires_mps":
-        if "mps" in a.usable:
-            return None
-        return f"Requires MPS: {a.mps_reason or 'no MPS device passed the live check'}"
-    if name == "requires_cuda":
-        found = [d for d in a.usable if d.startswith("cuda")]
-        kind, none_reason = "CUDA", a.cuda_reason or "no CUDA device passed the live check"
-    else:
-        found = gpu_devices(a)
-        kind, none_reason = "a GPU", _no_gpu_reason(a)
-    if len(found) >= min_count:
-        return None
-    plural = "CUDA devices" if kind == "CUDA" else "GPUs"
-    if not found:
-        need = kind if min_count == 1 else f"{min_count} {plural}"
-        return f"Requires {need}: {none_reason}"
-    return f"Requires {min_count} {plural}: only {len(found)} usable ({', '.join(found)})"
-
-
-def gate_failure(require: str, availability: DeviceAvailability,
-                 findings: Sequence[Finding] = ()) -> list[str] | None:
-    """The lines explaining why ``--devcheck-require`` fails, or None when it passes.
-
-    ``findings``: doctor's findings; the errors and warnings among them are listed (the
-    availability's own error findings when none are given).
-    """
-    a = availability
-    if require == "cuda":
-        if any(d.startswith("cuda") for d in a.usable):
-            return None
-        reason = a.cuda_reason or "no CUDA device passed the live check"
-    else:
-        if "mps" in a.usable:
-            return None
-        reason = a.mps_reason or "no MPS device passed the live check"
-    lines = [
-        f"devcheck: --devcheck-require {require}: no {require.upper()} device passed the "
-        f"live check (usable here: {', '.join(a.usable)}).",
-        f"  reason: {reason}",
-    ]
-    shown = [f for f in findings if f.severity in ("error", "warn")] or list(a.findings)
-    for f in shown:
-        lines.append(f"  [{f.severity}] {f.id}: {f.title}")
-        for label, text in (("evidence", f.evidence), ("fix", f.fix)):
-            if text:
-                lines.extend(textwrap.wrap(f"{label}: {text}", width=100,
-                                           initial_indent=" " * 6, subsequent_indent=" " * 16))
-    lines.append(
-        f"  Run `devcheck doctor` for the whole report; on a runner without a GPU, drop "
-        f"--devcheck-require {require}."
-    )
-    return lines
 
 
 # ---------------------------------------------------------------- hooks
@@ -356,7 +247,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [pytest.param(d, id=d) for d in devices]
         if not params:  # --only-gpu and no GPU: one visible skip, with doctor's reason
             kind = "mps" if sys.platform == "darwin" else "cuda"
-            reason = f"Requires a GPU: {_no_gpu_reason(a)}"
+            reason = f"Requires a GPU: {no_gpu_reason(a)}"
             params = [pytest.param(kind, id=kind, marks=pytest.mark.skip(reason=reason))]
     metafunc.parametrize("device", params, indirect=True)
 
@@ -372,7 +263,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     state = _session(config)
     if not (state.only_gpu or state.only_cpu):
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         (keep if _is_gpu_item(item) == state.only_gpu else drop).append(item)
     if drop:
@@ -388,7 +280,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     state = _session(item.config)
     for mark in marks:
         try:
-            count = _min_count(mark)
+            count = min_count_of(mark)
         except ValueError as exc:
             pytest.fail(str(exc), pytrace=False)
         reason = skip_reason(mark.name, count, state.availability())
@@ -400,7 +292,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _skip_at_item(reason: str) -> None:
     """Skip, reported at the test's own location (as ``skipif`` does), not at this file."""
     try:
-        exc = pytest.skip.Exception(reason, _use_item_location=True)  # type: ignore[call-arg]
+        exc = pytest.skip.Exception(reason, _use_item_location=True)
     except TypeError:  # pragma: no cover - pytest without the keyword
         exc = pytest.skip.Exception(reason)
     raise exc
@@ -437,7 +329,9 @@ def _write_json(state: _Session, *, exitstatus: int) -> None:
         "doctor": state.doctor_json(),
     }
     state.json_path.parent.mkdir(parents=True, exist_ok=True)
-    state.json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    from devcheck import report  # strict JSON: a GPU's NaN result becomes null
+
+    state.json_path.write_text(report.render_json(payload) + "\n", encoding="utf-8")
     state.json_written = True
 
 

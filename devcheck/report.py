@@ -8,6 +8,7 @@ layout is a documented interface (docs/doctor.md): keys are added, never renamed
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from typing import Any
 
@@ -47,7 +48,9 @@ def usable_devices(facts: DoctorFacts) -> list[str]:
 
 def answer(facts: DoctorFacts, findings: list[Finding]) -> str:
     """One line answering "can torch use my GPU?" (or, for ``gpus``, "does NVML see one?")."""
-    blockers = [f for f in findings if f.severity in ("error", "warn")]
+    # The cause, not the --require verdict that merely repeats it.
+    blockers = [f for f in findings
+                if f.severity in ("error", "warn") and not f.id.startswith("require_")]
     if facts.torch is None:
         n = facts.nvml
         if n.available:
@@ -92,8 +95,21 @@ def to_json(facts: DoctorFacts, findings: list[Finding], *, command: str,
     }
 
 
+def _finite(value: Any) -> Any:
+    """NaN/Infinity (a GPU computing garbage) as null: they are not JSON, and jq rejects them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def render_json(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=False, default=str)
+    """Strict RFC 8259 JSON in every failure mode (the evidence text keeps the NaN)."""
+    return json.dumps(_finite(document), indent=2, sort_keys=False, default=str,
+                      allow_nan=False)
 
 
 class _Style:
@@ -140,7 +156,7 @@ def _gpu_line(g: GpuFacts, s: _Style) -> str:
                      + (f"{p.used_memory_bytes // MiB}M" if p.used_memory_bytes is not None
                         else "?") + ")" for p in g.processes)
     return (f"  [{g.index}] {s(g.name or '?', bold=True)}  CC {g.compute_capability or '?'} | "
-            f"{opt(g.temperature_c, '°C')}, {opt(g.utilization_gpu_pct, ' %')} | {mem} | "
+            f"{opt(g.temperature_c, ' C')}, {opt(g.utilization_gpu_pct, ' %')} | {mem} | "
             f"{opt(g.power_draw_w, ' W')} / {opt(g.power_limit_w, ' W')}"
             + (f" | {procs}" if procs else ""))
 

@@ -92,10 +92,17 @@ def probe_wheel() -> WheelFacts:
 
 # --- compatibility knowledge (pure functions; the rules in diagnose.py use them) ---------
 
-# Oldest Linux driver branch per CUDA major that runs any toolkit of that major through
-# minor-version compatibility (NVIDIA, "CUDA Compatibility", Table 1: 13.x >= 580,
-# 12.x >= 525, 11.x >= 450).
-MIN_LINUX_DRIVER = {13: "580", 12: "525", 11: "450"}
+# Oldest Linux driver per CUDA major that runs any toolkit of that major through
+# minor-version compatibility (NVIDIA, "CUDA Compatibility": 13.x >= 580, 12.x >= 525.60.13,
+# 11.x >= 450.80.02). Such a driver runs the wheel's runtime, but without PTX JIT.
+MIN_LINUX_DRIVER = {13: "580", 12: "525.60.13", 11: "450.80.02"}
+# The Linux driver that fully supports each toolkit (CUDA release notes, "CUDA Toolkit and
+# Corresponding Driver Versions", GA releases): what `nvidia-smi` then reports as its CUDA.
+TOOLKIT_LINUX_DRIVER = {
+    (13, 0): "580.65.06", (12, 9): "575.51.03", (12, 8): "570.26", (12, 6): "560.28.03",
+    (12, 5): "555.42.02", (12, 4): "550.54.14", (12, 2): "535.54.03", (12, 1): "530.30.02",
+    (12, 0): "525.60.13", (11, 8): "520.61.05",
+}
 # CUDA versions PyTorch has published wheel indexes for (https://download.pytorch.org/whl/cuXYZ).
 CUDA_INDEXES = ("13.0", "12.9", "12.8", "12.6", "12.4", "12.1", "11.8")
 INDEX_URL = "https://download.pytorch.org/whl/"
@@ -117,11 +124,11 @@ def cuda_index_for(driver_cuda: str | None) -> str | None:
     have = parse_version(driver_cuda)
     if have is None:
         return None
-    for candidate in CUDA_INDEXES:
-        need = parse_version(candidate)
-        if need is not None and need <= have:
-            return "cu" + candidate.replace(".", "")
-    return None
+    versions = [v for v in map(parse_version, CUDA_INDEXES) if v is not None]
+    # Newest index the driver fully supports; else the oldest of its major, which runs
+    # through minor-version compatibility (a CUDA 11.4 driver runs cu118 wheels).
+    fits = [v for v in versions if v <= have] or sorted(v for v in versions if v[0] == have[0])
+    return f"cu{fits[0][0]}{fits[0][1]}" if fits else None
 
 
 def install_command(index: str) -> str:
@@ -129,13 +136,22 @@ def install_command(index: str) -> str:
 
 
 def min_driver_text(cuda: str | None) -> str | None:
-    """"13.0" -> "a driver supporting CUDA 13.0 (on Linux: driver >= 580)"."""
+    """"13.0" -> "a driver supporting CUDA 13.0 (on Linux: driver >= 580.65.06)".
+
+    Names the driver that supports the toolkit, and the minor-version-compatibility floor
+    when that is an older branch, so "update to ..." never names a driver already installed.
+    """
     version = parse_version(cuda)
     if version is None:
         return None
     text = f"a driver supporting CUDA {version[0]}.{version[1]}"
-    branch = MIN_LINUX_DRIVER.get(version[0])
-    return f"{text} (on Linux: driver >= {branch})" if branch else text
+    full, floor = TOOLKIT_LINUX_DRIVER.get(version), MIN_LINUX_DRIVER.get(version[0])
+    if full is None:
+        return f"{text} (on Linux: driver >= {floor})" if floor else text
+    if floor is None or full.split(".")[0] == floor.split(".")[0]:
+        return f"{text} (on Linux: driver >= {full})"
+    return (f"{text} (on Linux: driver >= {full}; any driver >= {floor} runs it through "
+            "minor-version compatibility)")
 
 
 def _arch_cc(arch: str) -> tuple[tuple[int, int], str, str] | None:
@@ -158,7 +174,8 @@ def arch_supported(capability: str | None, arch_list: tuple[str, ...]) -> bool |
 
     ``sm_XY`` is machine code (SASS): it runs on GPUs of the same major with minor >= Y
     (sm_86 code runs on CC 8.9). ``compute_XY`` is PTX, JIT-compiled by the driver for any
-    GPU with CC >= X.Y. Arch-specific targets (``sm_90a``, ``sm_100f``) run only on that CC.
+    GPU with CC >= X.Y. Arch-specific targets (``sm_90a``) run only on that CC; family
+    targets (``sm_100f``) on that CC and the later ones of its major (CC 10.3).
     """
     cc = parse_version(capability)
     if cc is None or not arch_list:
@@ -168,7 +185,8 @@ def arch_supported(capability: str | None, arch_list: tuple[str, ...]) -> bool |
         if parsed is None:
             continue
         built, kind, suffix = parsed
-        if kind == "sm" and (built == cc if suffix else built[0] == cc[0] and built[1] <= cc[1]):
+        exact = suffix == "a"
+        if kind == "sm" and (built == cc if exact else built[0] == cc[0] and built[1] <= cc[1]):
             return True
         if kind == "compute" and not suffix and built <= cc:
             return True

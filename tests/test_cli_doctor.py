@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -119,7 +120,19 @@ def test_require_cuda_fails_without_a_live_gpu(scenario) -> None:
     assert result.exit_code == 1
     req = [f for f in doc["findings"] if f["id"] == "require_cuda"]
     assert req and req[0]["severity"] == "error" and req[0]["evidence"]
+    # The answer gives the cause (the first real blocker), not the --require echo.
+    assert "--require" not in doc["summary"]["answer"]
+    assert req[0]["evidence"] in doc["summary"]["answer"]
 
+
+
+@pytest.mark.parametrize("scenario", ["no_driver", "one_gpu"], indirect=True)
+def test_require_mps_off_macos_gives_the_mps_reason_not_a_cuda_one(scenario) -> None:
+    doc = json.loads(run(["doctor", "--require", "mps", "--json"]).output)
+    req = next(f for f in doc["findings"] if f["id"] == "require_mps")
+    assert req["severity"] == "error" and doc["summary"]["exit_code"] == 1
+    assert "MPS is Apple-only" in req["evidence"], req
+    assert "NVIDIA" not in req["evidence"] + (req["fix"] or "") and req["pitfall"] is None
 
 def test_usage_errors_exit_2() -> None:
     assert run(["doctor", "--require", "cuda", "--no-live"]).exit_code == 2
@@ -186,6 +199,17 @@ def test_console_script_json_exit_code() -> None:
     assert "Traceback" not in out.stderr
     assert out.returncode == json.loads(out.stdout)["summary"]["exit_code"]
 
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["gpus"], ["gpus", "--json"]])
+def test_unwritable_stdout_is_a_clean_error_not_a_traceback(args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "devcheck", *args], stdout=full,
+                             stderr=subprocess.PIPE, text=True, timeout=60)
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr
+    assert out.returncode == 1
+    assert "could not write the report" in out.stderr and "No space left" in out.stderr
 
 @pytest.mark.parametrize("scenario", ["no_driver"], indirect=True)
 def test_colour_only_on_a_tty_or_when_forced(scenario, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fakes.facts import (
     GiB,
@@ -116,6 +118,21 @@ def test_driver_older_minor_is_warning() -> None:
     assert f.severity == "warn" and "minor-version compatibility" in f.evidence
 
 
+def test_driver_older_minor_fix_names_a_newer_driver_than_the_one_seen() -> None:
+    t = torch_cuda(1, version="2.7.0+cu128", cuda_version="12.8")
+    d = facts(nvml=nvml_gpus(1, cuda="12.2", driver="535.104.05"), torch=t)
+    f = one(diagnose(d), "driver_too_old")
+    assert "update to a driver supporting CUDA 12.8 (on Linux: driver >= 570.26" in f.fix
+    assert "whl/cu121" in f.fix
+
+
+def test_old_11x_driver_gets_the_cu118_wheel() -> None:
+    t = torch_cpu_machine(reason="The NVIDIA driver on your system is too old "
+                                 "(found version 11040)")
+    d = facts(nvml=nvml_gpus(1, cuda="11.4", driver="470.256.02"), torch=t)
+    assert "whl/cu118" in one(diagnose(d), "driver_too_old").fix
+
+
 def test_driver_new_enough_is_silent_and_gpus_mode_uses_the_wheel() -> None:
     assert not by_id(diagnose(facts(nvml=nvml_gpus(1, cuda="13.1"), torch=torch_cuda(1))),
                      "driver_too_old")
@@ -209,6 +226,15 @@ def test_torch_import_failure_and_missing_and_timeout() -> None:
     f = one(diagnose(facts(torch=torch_timed_out(5))), "torch_probe_failed")
     assert f.severity == "error" and "timed out after 5s" in f.title
 
+
+
+def test_passed_live_check_without_timing_or_error_still_reports_ok() -> None:
+    """LiveCheck's optional fields may be None (hand-built facts): no rule may crash on it."""
+    t = torch_cuda(1)
+    t = dataclasses.replace(t, live_checks=(LiveCheck("cpu", True), LiveCheck("cuda:0", True)))
+    found = diagnose(facts(nvml=nvml_gpus(1), torch=t))
+    assert not by_id(found, "rule_failed"), found
+    assert one(found, "cuda_ok").severity == "ok" and one(found, "cpu_ok")
 
 def test_live_check_failure_and_success() -> None:
     found = diagnose(facts(nvml=nvml_gpus(2), torch=torch_cuda(2, ok=False)))

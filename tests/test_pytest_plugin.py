@@ -446,6 +446,27 @@ def test_json_report_is_written_when_the_gate_fails(
     assert data["require"] == "cuda" and data["availability"]["usable"] == ["cpu"]
 
 
+
+def test_json_report_stays_strict_json_when_a_gpu_computes_nan(
+    pytester: pytest.Pytester, machine: Machine, tmp_path: Path
+):
+    nan_check = LiveCheck(device="cuda:0", ok=False, seconds=0.2, max_abs_error=float("nan"),
+                          error="matmul on cuda:0 differs from the CPU result by nan")
+    broken = dataclasses.replace(TORCH_TWO_GPUS, live_checks=(
+        TORCH_TWO_GPUS.live_checks[0], nan_check, TORCH_TWO_GPUS.live_checks[2]))
+    machine.install(TWO_GPUS, broken)
+    pytester.makepyfile("def test_x():\n    pass\n")
+    target = tmp_path / "nan.json"
+    assert run(pytester, "--devcheck-json", str(target)).ret == pytest.ExitCode.OK
+
+    def reject(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON")
+
+    data = json.loads(target.read_text(), parse_constant=reject)
+    checks = {c["device"]: c for c in data["doctor"]["torch"]["live_checks"]}
+    assert checks["cuda:0"]["max_abs_error"] is None and not checks["cuda:0"]["ok"]
+    assert data["availability"]["usable"] == ["cpu", "cuda:1"]
+
 # ---------------------------------------------------------------- costs nothing when unused
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from fakes.facts import facts, gpu, nvml_gpus, process, torch_cuda, torch_import_failed
 
 from devcheck import report
 from devcheck.diagnose import diagnose
-from devcheck.facts import Finding, NvmlFacts
+from devcheck.facts import Finding, LiveCheck, NvmlFacts
 
 
 def test_json_schema_keys_and_values() -> None:
@@ -34,6 +35,27 @@ def test_json_without_torch_and_broken_everything() -> None:
     doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="gpus")))
     assert doc["torch"] is None and doc["gpus"] == []
 
+
+
+def _strict_json(text: str) -> dict:
+    """Parse as RFC 8259 does (jq, JavaScript): NaN / Infinity are not JSON."""
+    def reject(name: str) -> None:
+        raise ValueError(f"{name} is not valid JSON")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_json_stays_valid_when_a_gpu_computes_nan_or_inf() -> None:
+    broken = torch_cuda(1, ok=False, error="matmul on cuda:0 differs from the CPU result by nan")
+    checks = tuple(LiveCheck(c.device, c.ok, c.seconds,
+                             float("nan") if c.device == "cuda:0" else c.max_abs_error, c.error)
+                   for c in broken.live_checks) + (LiveCheck("cuda:1", False, 0.1, float("inf"),
+                                                             "differs by inf"),)
+    d = facts(nvml=nvml_gpus(1), torch=dataclasses.replace(broken, live_checks=checks))
+    doc = _strict_json(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    errors = {c["device"]: c["max_abs_error"] for c in doc["torch"]["live_checks"]}
+    assert errors["cuda:0"] is None and errors["cuda:1"] is None
+    assert doc["summary"]["exit_code"] == 1
 
 def test_exit_code() -> None:
     assert report.exit_code([]) == 0

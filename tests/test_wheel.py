@@ -80,6 +80,11 @@ def test_arch_ptx_and_arch_specific() -> None:
     assert wheel.arch_supported("8.6", ("compute_90",)) is False  # PTX never runs backwards
     assert wheel.arch_supported("9.0", ("sm_90a",)) is True
     assert wheel.arch_supported("10.0", ("sm_90a",)) is False  # 'a' targets are exact
+    assert wheel.arch_supported("10.3", ("sm_100a",)) is False
+    # 'f' (family) targets run on the later GPUs of the same major: sm_100f on CC 10.3
+    assert wheel.arch_supported("10.3", ("sm_100f",)) is True
+    assert wheel.arch_supported("10.0", ("sm_103f",)) is False
+    assert wheel.arch_supported("12.0", ("sm_100f",)) is False
     assert wheel.arch_supported("9.0", ()) is None
     assert wheel.lowest_arch(("sm_75", "sm_120", "compute_90")) == (7, 5)
 
@@ -87,7 +92,8 @@ def test_arch_ptx_and_arch_specific() -> None:
 @pytest.mark.parametrize("driver_cuda, index", [
     ("13.1", "cu130"), ("13.0", "cu130"), ("12.9", "cu129"), ("12.8", "cu128"),
     ("12.7", "cu126"), ("12.4", "cu124"), ("12.2", "cu121"), ("11.8", "cu118"),
-    ("11.4", None), (None, None),
+    # no index at or below 11.4: cu118 still runs there through minor-version compatibility
+    ("11.4", "cu118"), ("10.2", None), (None, None),
 ])
 def test_cuda_index_for_driver(driver_cuda: str | None, index: str | None) -> None:
     assert wheel.cuda_index_for(driver_cuda) == index
@@ -95,8 +101,14 @@ def test_cuda_index_for_driver(driver_cuda: str | None, index: str | None) -> No
 
 def test_min_driver_text_and_install_command() -> None:
     assert wheel.min_driver_text("13.0") == (
-        "a driver supporting CUDA 13.0 (on Linux: driver >= 580)")
-    assert "driver >= 525" in wheel.min_driver_text("12.8")
+        "a driver supporting CUDA 13.0 (on Linux: driver >= 580.65.06)")
+    # The driver that *supports* 12.8 is 570+; 525+ only runs it through minor-version
+    # compatibility, and saying ">= 525" to the owner of a 535 driver contradicts itself.
+    assert wheel.min_driver_text("12.8") == (
+        "a driver supporting CUDA 12.8 (on Linux: driver >= 570.26; any driver >= 525.60.13 "
+        "runs it through minor-version compatibility)")
+    assert "driver >= 525.60.13" in wheel.min_driver_text("12.3")  # not in the table: the floor
+    assert wheel.min_driver_text("14.0") == "a driver supporting CUDA 14.0"
     assert wheel.min_driver_text(None) is None
     assert wheel.install_command("cu128").endswith("--index-url "
                                                    "https://download.pytorch.org/whl/cu128")
