@@ -95,20 +95,31 @@ def mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
-def cuda_reason() -> str:
-    """Why CUDA is not usable, in doctor's words when devcheck.doctor is there."""
+def _doctor_reason(kind: str) -> str | None:
+    """Doctor's reason why ``kind`` ("cuda" or "mps") is unusable, or None if it has none."""
     try:
         from devcheck.doctor import device_availability
 
-        reason = device_availability(live=False).cuda_reason
-        if reason:
-            return str(reason)
-    except Exception:  # doctor absent or broken: fall back to torch's own facts
-        pass
+        reason = getattr(device_availability(live=False), f"{kind}_reason")
+        return str(reason) if reason else None
+    except Exception:  # doctor absent or broken: callers fall back to torch's own facts
+        return None
+
+
+def cuda_reason() -> str:
+    """Why CUDA is not usable, in doctor's words when devcheck.doctor is there."""
+    reason = _doctor_reason("cuda")
+    if reason:
+        return reason
     if torch.version.cuda is None:
         return f"this torch build is CPU-only ({torch.__version__})"
     return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no "
             f"usable GPU (no NVIDIA driver, or no GPU visible to this process)")
+
+
+def mps_reason() -> str:
+    """Why MPS is not usable, in doctor's words when devcheck.doctor is there."""
+    return _doctor_reason("mps") or "MPS (Apple GPU) is not available on this machine"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -139,8 +150,8 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cuda", index)
     if device.type == "mps":
         if not mps_available():
-            raise DeviceError(f"--device {spec}: MPS (Apple GPU) is not available on this "
-                              f"machine; use --device cpu (or auto).")
+            raise DeviceError(f"--device {spec}: MPS is not usable here: {mps_reason()}. "
+                              f"Use --device cpu (or auto); `devcheck doctor` shows the fix.")
         return device
     raise DeviceError(f"--device {spec}: device type {device.type!r} is not supported here; "
                       f"expected auto, cpu, cuda, cuda:N or mps")

@@ -90,6 +90,16 @@ def test_cuda_reason_falls_back_to_torch_facts(monkeypatch: pytest.MonkeyPatch) 
     assert torch.__version__ in reason
 
 
+def test_mps_without_mps_says_why_in_doctors_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcheck.doctor import device_availability
+
+    monkeypatch.setattr(train_mod, "mps_available", lambda: False)
+    expected = device_availability(live=False).mps_reason
+    line = assert_one_clean_line(*run("train", "--device", "mps"))
+    assert "--device mps: MPS is not usable here:" in line and "--device cpu" in line
+    assert expected and expected in line
+
+
 def test_cuda_index_beyond_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(train_mod, "cuda_device_count", lambda: 1)
     line = assert_one_clean_line(*run("train", "--device", "cuda:7"))
