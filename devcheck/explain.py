@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from devcheck.facts import ToDict
+
 MAX_CHARS = 4_000_000  # longer input: keep the head and the (more telling) tail
 _HEAD_CHARS = 1_000_000
 _WINDOW_BEFORE, _WINDOW_AFTER = 300, 700
@@ -41,7 +43,7 @@ _SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
-class Match:
+class Match(ToDict):
     """One pitfall that fits the text. ``score`` ranks matches (>= 0.9: an exact known
     message; frames and hints add to it); it is not a probability."""
 
@@ -57,15 +59,6 @@ class Match:
     variant: str = ""
     evidence: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "score": self.score, "title": self.title,
-            "mechanism": self.mechanism, "fix": self.fix, "fix_code": self.fix_code,
-            "reproduce_command": self.reproduce_command, "source": self.source,
-            "symptom": self.symptom, "variant": self.variant,
-            "evidence": list(self.evidence), "warnings": list(self.warnings),
-        }
 
 
 def decode(data: bytes) -> str:

@@ -28,13 +28,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _ToDict:
+class ToDict:
+    """Mixin: ``to_dict()`` as JSON-ready builtins (tuples become lists)."""
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(self)
 
 
 @dataclass(frozen=True)
-class Finding(_ToDict):
+class Finding(ToDict):
     """One diagnosis: what is wrong (or fine), the evidence seen, and what to do.
 
     ``id`` is stable (tools key on it); ``pitfall`` names the entry of
@@ -50,7 +52,7 @@ class Finding(_ToDict):
 
 
 @dataclass(frozen=True)
-class HostFacts(_ToDict):
+class HostFacts(ToDict):
     os_name: str | None = None  # "Linux", "Windows", "Darwin"
     os_release: str | None = None
     platform: str | None = None
@@ -75,7 +77,7 @@ class HostFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class GpuProcess(_ToDict):
+class GpuProcess(ToDict):
     pid: int
     name: str | None = None
     used_memory_bytes: int | None = None
@@ -83,7 +85,7 @@ class GpuProcess(_ToDict):
 
 
 @dataclass(frozen=True)
-class GpuFacts(_ToDict):
+class GpuFacts(ToDict):
     """One GPU as NVML sees it; a field NVML does not support is None."""
 
     index: int
@@ -104,7 +106,7 @@ class GpuFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class NvmlFacts(_ToDict):
+class NvmlFacts(ToDict):
     available: bool = False
     error: str | None = None  # the exact error text when the library did not load
     error_kind: str | None = None  # bindings_missing | library_not_found | driver_not_loaded
@@ -115,7 +117,7 @@ class NvmlFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class WheelFacts(_ToDict):
+class WheelFacts(ToDict):
     """The installed torch distribution, read from its files without importing it."""
 
     installed: bool = False
@@ -128,7 +130,7 @@ class WheelFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class TorchDevice(_ToDict):
+class TorchDevice(ToDict):
     index: int
     name: str | None = None
     capability: str | None = None  # "9.0"
@@ -136,7 +138,7 @@ class TorchDevice(_ToDict):
 
 
 @dataclass(frozen=True)
-class LiveCheck(_ToDict):
+class LiveCheck(ToDict):
     """Proof that a device computes: allocate, matmul, compare with the CPU result."""
 
     device: str  # "cpu", "cuda:0", "mps"
@@ -147,7 +149,7 @@ class LiveCheck(_ToDict):
 
 
 @dataclass(frozen=True)
-class TorchFacts(_ToDict):
+class TorchFacts(ToDict):
     imported: bool = False
     import_error: str | None = None
     error: str | None = None  # the probe itself failed (e.g. timed out)
@@ -169,7 +171,7 @@ class TorchFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class DoctorFacts(_ToDict):
+class DoctorFacts(ToDict):
     host: HostFacts
     nvml: NvmlFacts
     wheel: WheelFacts
@@ -177,7 +179,7 @@ class DoctorFacts(_ToDict):
 
 
 @dataclass(frozen=True)
-class DeviceAvailability(_ToDict):
+class DeviceAvailability(ToDict):
     """Which devices passed the live check, and why the others did not.
 
     The one summary the trainer and the pytest plugin need: ``usable`` starts with "cpu";

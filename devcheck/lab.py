@@ -20,8 +20,10 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import IO, Any, Literal
+
+from devcheck.facts import ToDict
 
 Status = Literal["passed", "skipped", "failed"]
 _MAX_TEXT = 20_000
@@ -51,7 +53,7 @@ class PhaseResult:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class RunResult(ToDict):
     id: str
     device: str
     status: Status
@@ -59,9 +61,6 @@ class RunResult:
     reproduce: PhaseResult | None = None
     fixed: PhaseResult | None = None
     duration_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- child side (torch loaded)
