@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.pitfalls._driver import fall_back_to_cpu, first_cuda_tensor
 
 
 def precondition(device: str) -> None:
@@ -13,22 +14,12 @@ def precondition(device: str) -> None:
                    "the pitfall needs a CPU-only build")
 
 
-def reproduce(device: str) -> None:
-    import torch
-
-    torch.zeros(1, device="cuda")
-
-
 def fixed(device: str) -> str:
-    import torch
-
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    t = torch.zeros(1, device=dev)
-    return f"fell back to {t.device} (reinstall a cuXXX wheel to use the GPU)"
+    return fall_back_to_cpu("reinstall a cuXXX wheel to use the GPU")
 
 
 PITFALL = Pitfall(
-    reproduce=reproduce,
+    reproduce=first_cuda_tensor,
     fixed=fixed,
     precondition=precondition,
     id="cpu_only_wheel",

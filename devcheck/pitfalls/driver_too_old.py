@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
-from devcheck.pitfalls._driver import driver_cuda_version, fmt, wheel_cuda_version
+from devcheck.pitfalls._driver import (
+    driver_cuda_version,
+    fall_back_to_cpu,
+    first_cuda_tensor,
+    fmt,
+    wheel_cuda_version,
+)
 
 
 def precondition(device: str) -> None:
@@ -22,21 +28,12 @@ def precondition(device: str) -> None:
                    "but CUDA initialises anyway (minor-version compatibility)")
 
 
-def reproduce(device: str) -> None:
-    import torch
-
-    torch.zeros(1, device="cuda")
-
-
 def fixed(device: str) -> str:
-    import torch
-
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    return f"fell back to {torch.zeros(1, device=dev).device} (update the driver)"
+    return fall_back_to_cpu("update the driver")
 
 
 PITFALL = Pitfall(
-    reproduce=reproduce,
+    reproduce=first_cuda_tensor,
     fixed=fixed,
     precondition=precondition,
     id="driver_too_old",

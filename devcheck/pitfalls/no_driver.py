@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
-from devcheck.pitfalls._driver import driver_cuda_version
+from devcheck.pitfalls._driver import driver_cuda_version, fall_back_to_cpu, first_cuda_tensor
 
 
 def precondition(device: str) -> None:
@@ -16,22 +16,12 @@ def precondition(device: str) -> None:
                    "happen")
 
 
-def reproduce(device: str) -> None:
-    import torch
-
-    torch.zeros(1, device="cuda")
-
-
 def fixed(device: str) -> str:
-    import torch
-
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    t = torch.zeros(1, device=dev)
-    return f"fell back to {t.device} (install the driver to use the GPU)"
+    return fall_back_to_cpu("install the driver to use the GPU")
 
 
 PITFALL = Pitfall(
-    reproduce=reproduce,
+    reproduce=first_cuda_tensor,
     fixed=fixed,
     precondition=precondition,
     id="no_driver",
