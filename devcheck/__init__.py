@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext devcheck``: explain device errors under the traceback."""
-    from devcheck.ipython import load_ipython_extension as _load
+    from devcheck.integrations.ipython import load_ipython_extension as _load
 
     _load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
-    from devcheck.ipython import unload_ipython_extension as _unload
+    from devcheck.integrations.ipython import unload_ipython_extension as _unload
 
     _unload(ipython)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from devcheck import host, nvml, torchenv, wheel
 from devcheck.facts import (
     DeviceAvailability,
     DoctorFacts,
@@ -27,6 +26,7 @@ from devcheck.facts import (
     TorchFacts,
     WheelFacts,
 )
+from devcheck.probe import host, nvml, torchenv, wheel
 
 T = TypeVar("T")
 HOST_TIMEOUT_S = 5.0
@@ -137,7 +137,7 @@ def reason_finding(kind: str, findings: Sequence[Finding]) -> Finding | None:
 def availability_from_facts(nvml: NvmlFacts, torch: TorchFacts,
                             host: HostFacts | None = None) -> DeviceAvailability:
     """Usable devices and, where none of a kind is usable, the reason; pure, never raises."""
-    from devcheck.diagnose import diagnose  # local: keeps "import devcheck.doctor" light
+    from devcheck.rules.diagnose import diagnose  # local: keeps "import devcheck.doctor" light
 
     facts = DoctorFacts(host=host or HostFacts(), nvml=nvml, wheel=_wheel_from_torch(torch),
                         torch=torch)

@@ -123,7 +123,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 if [ -z "$gpus" ]; then  # no nvidia-smi, or it failed: ask NVML through devcheck
   gpus=$(timeout 30 "$PY" -c '
-from devcheck import nvml
+from devcheck.probe import nvml
 f = nvml.probe_nvml()
 print("\n".join(f"{g.index}, {g.name}, driver {f.driver_version}" for g in f.gpus)
       or f"none (NVML: {f.error})")' 2>&1)
@@ -148,7 +148,7 @@ step doctor-json 120 "$out/doctor.json" doctor.json -- "$PY" -m devcheck doctor 
 
 # shellcheck disable=SC2086  # GPU_CHECK_TESTS is a list of words on purpose
 step tests 240 - "pytest-devcheck.json junit.xml" -- "$PY" -m pytest \
-  -p no:devcheck -p devcheck.pytest_plugin -p no:cacheprovider \
+  -p no:devcheck -p devcheck.integrations.pytest_plugin -p no:cacheprovider \
   --only-gpu --devcheck-require cuda --devcheck-json "$out/pytest-devcheck.json" \
   --junitxml "$out/junit.xml" --continue-on-collection-errors -ra -v ${GPU_CHECK_TESTS:-tests}
 

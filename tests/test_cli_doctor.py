@@ -19,9 +19,9 @@ from fakes.facts import (
     torch_timed_out,
 )
 
-from devcheck import torchenv, wheel
 from devcheck.cli import cli
 from devcheck.facts import TorchFacts, WheelFacts
+from devcheck.probe import torchenv, wheel
 
 CPU_WHEEL = WheelFacts(installed=True, version="2.5.0+cpu", cpu_only=True, location="/x/torch")
 CU130_WHEEL = WheelFacts(installed=True, version="2.14.1+cu130", cuda_version="13.0",
@@ -217,6 +217,6 @@ def test_colour_only_on_a_tty_or_when_forced(scenario, monkeypatch: pytest.Monke
     forced = CliRunner().invoke(cli, ["doctor", "--color"], color=True)
     assert "\x1b[" in forced.output
     monkeypatch.setenv("NO_COLOR", "1")
-    from devcheck import cli_doctor
+    from devcheck.cli import doctor as cli_doctor
 
     assert cli_doctor._use_color(None) is False and cli_doctor._use_color(True) is True

@@ -140,7 +140,7 @@ def _fake_here(**over: object) -> dict[str, object]:
 
 def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from devcheck import cli_pitfalls
+    from devcheck.cli import pitfalls as cli_pitfalls
 
     monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=False))
     path = str(DATA / "linux_torch_load_cuda_checkpoint.txt")
@@ -158,7 +158,7 @@ def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
 
 
 def test_list_marks_machine_dependent_pitfalls(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devcheck import cli_pitfalls
+    from devcheck.cli import pitfalls as cli_pitfalls
 
     monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=True))
     rows = {r["id"]: r for r in json.loads(invoke("pitfalls", "list", "--json")[1])

@@ -20,8 +20,8 @@ from fakes.facts import (
     wheel,
 )
 
-from devcheck.diagnose import diagnose, worst
 from devcheck.facts import Finding, LiveCheck, NvmlFacts, WheelFacts
+from devcheck.rules.diagnose import diagnose, worst
 
 
 def by_id(findings: list[Finding], fid: str) -> list[Finding]:
@@ -286,7 +286,7 @@ def test_num_workers_advice(cpus: int, suggested: int, mentions_warning: bool) -
 
 def test_host_probe_errors_and_rule_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     assert one(diagnose(facts(host_facts=host(errors=("memory: boom",)))), "host_probe_partial")
-    import devcheck.diagnose as dg
+    import devcheck.rules.diagnose as dg
 
     def crash(_facts: object) -> list[Finding]:
         raise KeyError("bug")

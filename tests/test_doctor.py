@@ -17,9 +17,10 @@ from fakes.facts import (
     torch_import_failed,
 )
 
-from devcheck import doctor, nvml, torchenv
-from devcheck import host as host_mod
+from devcheck import doctor
 from devcheck.facts import HostFacts, LiveCheck, TorchFacts
+from devcheck.probe import host as host_mod
+from devcheck.probe import nvml, torchenv
 
 
 def test_availability_no_driver_reason() -> None:
@@ -128,7 +129,7 @@ def test_device_availability_never_raises(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_importing_doctor_does_not_import_torch() -> None:
-    code = ("import sys, devcheck.doctor, devcheck.cli_doctor, devcheck.report; "
+    code = ("import sys, devcheck.doctor, devcheck.cli.doctor, devcheck.render.report; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

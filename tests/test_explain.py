@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from devcheck.explain import MAX_CHARS, Match, decode, explain_exception, explain_text, render
 from devcheck.pitfalls import all_pitfalls
+from devcheck.pitfalls.explain import (
+    MAX_CHARS,
+    Match,
+    decode,
+    explain_exception,
+    explain_text,
+    render,
+)
 
 DATA = Path(__file__).parent / "data" / "explain"
 
@@ -290,7 +297,7 @@ def test_input_is_never_executed(tmp_path: Path) -> None:
 
 
 def test_explain_module_does_not_import_torch() -> None:
-    code = ("import sys; from devcheck.explain import explain_text; "
+    code = ("import sys; from devcheck.pitfalls.explain import explain_text; "
             "explain_text(open(sys.argv[1]).read()); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code,
                     str(DATA / "learner_windows_notebook.txt")], check=True)

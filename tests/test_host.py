@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from devcheck import host
+from devcheck.probe import host
 
 
 def test_real_host_facts_are_sane() -> None:

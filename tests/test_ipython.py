@@ -13,7 +13,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from devcheck import ipython as hook  # noqa: E402
+from devcheck.integrations import ipython as hook  # noqa: E402
 
 
 def _kernel_dir(tmp_path: Path) -> Path:

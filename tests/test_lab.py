@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from devcheck import lab
-from devcheck.lab import Lab, PhaseResult, verdict
-from devcheck.pitfalls import get
+from devcheck.pitfalls import get, lab
+from devcheck.pitfalls.lab import Lab, PhaseResult, verdict
 
 
 @pytest.fixture(scope="module")

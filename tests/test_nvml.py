@@ -7,7 +7,7 @@ import os
 import pytest
 from fakes import fake_pynvml as fk
 
-from devcheck import nvml
+from devcheck.probe import nvml
 
 
 def test_two_gpus_every_field(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devcheck import lab
-from devcheck.pitfalls import REGISTRY, Pitfall, all_pitfalls, get
+from devcheck.pitfalls import REGISTRY, Pitfall, all_pitfalls, get, lab
 from devcheck.pitfalls._base import DEVICE_KINDS, REQUIREMENTS
 
 CATALOG = Path("/work/shared/PITFALLS.md")

@@ -1,9 +1,10 @@
 """The pytest plugin, driven through ``pytester`` on faked machines.
 
-Hardware is faked at the boundary (``devcheck.nvml.probe_nvml``, ``devcheck.torchenv.probe_torch``,
-``devcheck.host.probe_host``, ``devcheck.wheel.probe_wheel``) and the inner runs are
-in-process, so the patches reach doctor. Inner runs load the plugin with
-``-p no:devcheck -p devcheck.pytest_plugin``: the same module exactly once whether or not the
+Hardware is faked at the boundary (``devcheck.probe.nvml.probe_nvml``,
+``devcheck.probe.torchenv.probe_torch``, ``devcheck.probe.host.probe_host``,
+``devcheck.probe.wheel.probe_wheel``) and the inner runs are in-process, so the patches reach
+doctor. Inner runs load the plugin with ``-p no:devcheck -p devcheck.integrations.pytest_plugin``:
+the same module exactly once whether or not the
 ``pytest11`` entry point is installed. Expected skip reasons are computed with doctor's own
 ``availability_from_facts`` so the tests check that the plugin passes doctor's reason through,
 not the wording of doctor's rules.
@@ -19,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-# Imported before any inner run: pytester restores sys.modules after each in-process run,
-# and a module first imported inside one would be dropped, together with our patches.
-from devcheck import diagnose, doctor, host, nvml, pytest_plugin, torchenv, wheel
+from devcheck import doctor
 from devcheck.facts import (
     DeviceAvailability,
     Finding,
@@ -33,11 +32,17 @@ from devcheck.facts import (
     TorchFacts,
     WheelFacts,
 )
+from devcheck.integrations import pytest_plugin
+from devcheck.probe import host, nvml, torchenv, wheel
+
+# Imported before any inner run: pytester restores sys.modules after each in-process run,
+# and a module first imported inside one would be dropped, together with our patches.
+from devcheck.rules import diagnose
 
 # In-process runs register the already-imported module object (plugins=[...]); subprocess
 # runs import it by name. Either way "no:devcheck" keeps the entry point from adding it twice.
 LOAD = ("-p", "no:devcheck", "-p", "no:cacheprovider")
-LOAD_BY_NAME = (*LOAD, "-p", "devcheck.pytest_plugin")
+LOAD_BY_NAME = (*LOAD, "-p", "devcheck.integrations.pytest_plugin")
 A100 = "NVIDIA A100-SXM4-80GB"
 
 HOST = HostFacts(os_name="Linux", machine="x86_64", python_version="3.11.7", cpu_logical=16)
@@ -519,7 +524,7 @@ def test_the_gate_passes_on_this_cuda_machine(pytester: pytest.Pytester) -> None
 
 
 def test_importing_the_plugin_imports_neither_torch_nor_pynvml() -> None:
-    code = ("import sys, devcheck.pytest_plugin; "
+    code = ("import sys, devcheck.integrations.pytest_plugin; "
             "print(sorted(m for m in ('torch', 'pynvml') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])

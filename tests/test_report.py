@@ -7,9 +7,9 @@ import json
 
 from fakes.facts import facts, gpu, nvml_gpus, process, torch_cuda, torch_import_failed
 
-from devcheck import report
-from devcheck.diagnose import diagnose
 from devcheck.facts import Finding, LiveCheck, NvmlFacts
+from devcheck.render import report
+from devcheck.rules.diagnose import diagnose
 
 
 def test_json_schema_keys_and_values() -> None:

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from devcheck import torchenv
+from devcheck.probe import torchenv
 
 
 def test_real_probe_on_this_machine() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devcheck import wheel
+from devcheck.probe import wheel
 
 CU130 = """from typing import Optional
 
@@ -39,7 +39,7 @@ def test_version_file_variants(text: str, version: str, cuda: str | None, hip: s
 
 
 def test_real_wheel_matches_imported_torch_without_importing_it() -> None:
-    code = ("import sys; from devcheck.wheel import probe_wheel; w = probe_wheel(); "
+    code = ("import sys; from devcheck.probe.wheel import probe_wheel; w = probe_wheel(); "
             "print(w.version, w.cuda_version, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()

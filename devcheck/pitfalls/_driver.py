@@ -1,22 +1,13 @@
-"""Tiny driver probes for the lab's children (ctypes on libcuda; no pynvml, no CUDA init)."""
+"""What the driver/build pitfalls share: the reproduction and the fix (driver facts come from
+``devcheck.probe.libcuda``)."""
 
 from __future__ import annotations
 
-import ctypes
-import sys
+from devcheck.probe.libcuda import cuda_version_str as fmt
+from devcheck.probe.libcuda import driver_cuda_version
 
-
-def driver_cuda_version() -> int | None:
-    """The newest CUDA the installed driver supports (e.g. 13000), or None without a driver."""
-    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
-        return None
-    return version.value
+__all__ = ["driver_cuda_version", "fmt", "wheel_cuda_version", "first_cuda_tensor",
+           "fall_back_to_cpu"]
 
 
 def wheel_cuda_version() -> int | None:
@@ -27,10 +18,6 @@ def wheel_cuda_version() -> int | None:
         return None
     major, minor = (int(p) for p in torch.version.cuda.split(".")[:2])
     return major * 1000 + minor * 10
-
-
-def fmt(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
 
 
 def first_cuda_tensor(device: str) -> None:

@@ -14,10 +14,10 @@ import click
 
 # command name -> (module, attribute, one-line help shown by ``devcheck --help``)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "doctor": ("devcheck.cli_doctor", "doctor", "Can torch use the GPU, and if not, why not."),
-    "gpus": ("devcheck.cli_doctor", "gpus", "The NVML view of the GPUs (never imports torch)."),
-    "explain": ("devcheck.cli_pitfalls", "explain", "Paste an error: get its cause and fix."),
-    "pitfalls": ("devcheck.cli_pitfalls", "pitfalls", "Reproduce, explain and fix pitfalls."),
+    "doctor": ("devcheck.cli.doctor", "doctor", "Can torch use the GPU, and if not, why not."),
+    "gpus": ("devcheck.cli.doctor", "gpus", "The NVML view of the GPUs (never imports torch)."),
+    "explain": ("devcheck.cli.pitfalls", "explain", "Paste an error: get its cause and fix."),
+    "pitfalls": ("devcheck.cli.pitfalls", "pitfalls", "Reproduce, explain and fix pitfalls."),
 }
 
 

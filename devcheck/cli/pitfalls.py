@@ -48,7 +48,7 @@ def _here() -> dict[str, Any]:
     import platform
     import re
 
-    from devcheck.pitfalls._driver import driver_cuda_version
+    from devcheck.probe.libcuda import driver_cuda_version
 
     cuda_build: str | None = None
     spec = importlib.util.find_spec("torch")
@@ -186,7 +186,7 @@ def _phase_line(label: str, phase: Any) -> str:
 def run_cmd(pitfall_id: str | None, run_all: bool, device: str, timeout_s: float,
             as_json: bool) -> None:
     """Run a pitfall's failing code, check its error, then run the fix."""
-    from devcheck import lab
+    from devcheck.pitfalls import lab
 
     if run_all == (pitfall_id is not None):
         raise click.UsageError("give one pitfall ID or --all")
@@ -265,7 +265,7 @@ def explain(source: str, as_json: bool, limit: int, here: bool) -> None:
 
     The text is only read, never executed. Nothing matched: exit code 1.
     """
-    from devcheck.explain import decode, explain_text, render
+    from devcheck.pitfalls.explain import decode, explain_text, render
 
     if source == "-":
         if sys.stdin.isatty() and not as_json:

@@ -12,9 +12,9 @@ import sys
 import click
 
 from devcheck import doctor as doctor_mod
-from devcheck import report
-from devcheck.diagnose import diagnose
 from devcheck.facts import DoctorFacts, Finding
+from devcheck.render import report
+from devcheck.rules.diagnose import diagnose
 
 _REQUIRE = ("cuda", "mps")
 

@@ -1,6 +1,6 @@
 """The pytest plugin's decisions and texts, as pure functions of doctor's verdict.
 
-Kept apart from the hooks in :mod:`devcheck.pytest_plugin` so they can be tested (and
+Kept apart from the hooks in :mod:`devcheck.integrations.pytest_plugin` so they can be tested (and
 read) without a pytest run: the header lines, which devices count as GPUs, why a marked
 test skips, and why ``--devcheck-require`` fails. Imports neither torch nor pynvml.
 """

@@ -5,14 +5,15 @@ the evidence it saw and the fix. Severity policy (documented in docs/doctor.md):
 ``error`` means torch cannot use hardware that is there, or torch itself is broken;
 ``warn`` means something will bite later (or a CUDA wheel on a machine with no NVIDIA GPU);
 ``info`` is advice; ``ok`` is proof that something works. The driver, wheel and GPU rules
-live in :mod:`devcheck.diagnose_gpu`; :func:`diagnose` runs them all.
+live in :mod:`devcheck.rules.gpu`; :func:`diagnose` runs them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from devcheck.diagnose_gpu import (
+from devcheck.facts import DoctorFacts, Finding, Severity
+from devcheck.rules.gpu import (
     Build,
     GiB,
     build_of,
@@ -26,7 +27,6 @@ from devcheck.diagnose_gpu import (
     rule_gpu_lost,
     rule_nvml,
 )
-from devcheck.facts import DoctorFacts, Finding, Severity
 
 __all__ = ["RULES", "Build", "build_of", "diagnose", "rule_cpu_only_wheel",
            "rule_cuda_visible_devices", "rule_driver_too_old", "rule_gpu_arch",

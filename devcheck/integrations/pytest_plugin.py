@@ -1,8 +1,8 @@
 """devcheck's pytest plugin: one test suite for CPU runners and GPU runners.
 
 Installed with the package (``pytest11`` entry point ``devcheck``); without installing, load
-it with ``-p no:devcheck -p devcheck.pytest_plugin`` (the ``no:`` keeps an installed copy
-from registering the same module a second time under its entry-point name).
+it with ``-p no:devcheck -p devcheck.integrations.pytest_plugin`` (the ``no:`` keeps an
+installed copy from registering the same module a second time under its entry-point name).
 
 - ``device`` fixture: parametrizes a test over the devices that passed doctor's live check
   ("cpu" always, then "cuda:0", "cuda:1", ..., "mps"); the test id names the device.
@@ -21,7 +21,7 @@ the header line is built from the torch wheel's files and NVML (milliseconds, no
 once the probe has run, it reports the live result instead.
 
 The hooks live here; the pure decisions and texts (header lines, skip reasons, the gate's
-message) live in :mod:`devcheck.pytest_devices`.
+message) live in :mod:`devcheck.integrations.pytest_devices`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from devcheck.pytest_devices import (
+from devcheck.integrations.pytest_devices import (
     cheap_header_line,
     gate_failure,
     gpu_devices,
@@ -99,7 +99,7 @@ class _Session:
         """Doctor's own documented JSON document for the facts this run probed."""
         if self.facts is None:
             return {"error": self.probe_error or "not probed"}
-        from devcheck import report
+        from devcheck.render import report
 
         return report.to_json(self.facts, self.findings, command="pytest")
 
@@ -125,7 +125,8 @@ def _fallback(error: str) -> DeviceAvailability:
 def _probe(timeout_s: float) -> tuple[DeviceAvailability, DoctorFacts, list[Finding]]:
     """``doctor.device_availability`` spelled out, keeping the facts and findings it derives
     from (the gate prints the findings, ``--devcheck-json`` the facts): one probe for all."""
-    from devcheck import diagnose, doctor
+    from devcheck import doctor
+    from devcheck.rules import diagnose
 
     facts = doctor.collect(live=True, timeout_s=timeout_s)
     assert facts.torch is not None, "collect() was asked for torch"
@@ -138,7 +139,7 @@ def _probe(timeout_s: float) -> tuple[DeviceAvailability, DoctorFacts, list[Find
 
 def _cheap_header() -> str:
     try:
-        from devcheck import nvml, wheel
+        from devcheck.probe import nvml, wheel
 
         return cheap_header_line(wheel.probe_wheel(), nvml.probe_nvml(timeout_s=5.0))
     except Exception as exc:  # the header must never break a run
@@ -329,7 +330,7 @@ def _write_json(state: _Session, *, exitstatus: int) -> None:
         "doctor": state.doctor_json(),
     }
     state.json_path.parent.mkdir(parents=True, exist_ok=True)
-    from devcheck import report  # strict JSON: a GPU's NaN result becomes null
+    from devcheck.render import report  # strict JSON: a GPU's NaN result becomes null
 
     state.json_path.write_text(report.render_json(payload) + "\n", encoding="utf-8")
     state.json_written = True

@@ -1,6 +1,6 @@
 """Rules about the NVIDIA driver, the torch wheel's CUDA build and the GPUs.
 
-Split from :mod:`devcheck.diagnose` (which runs every rule and sorts the findings); the
+Split from :mod:`devcheck.rules.diagnose` (which runs every rule and sorts the findings); the
 same policy applies: pure functions, facts in, findings out, each with evidence and fix.
 Also the helpers the other rules share: which build torch is (:func:`build_of`, from the
 imported module or else from the wheel's files) and how GPUs and sizes are named.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devcheck.facts import DoctorFacts, Finding, GpuFacts, Severity
-from devcheck.wheel import (
+from devcheck.probe.wheel import (
     arch_supported,
     cuda_index_for,
     install_command,

@@ -291,7 +291,7 @@ class Lab:
             return self._proc
         errors = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "devcheck.lab", "--serve"],
+            [sys.executable, "-m", "devcheck.pitfalls.lab", "--serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
             text=True, bufsize=1,
         )
@@ -299,7 +299,8 @@ class Lab:
         if not ready or not ready.get("ready"):
             errors.seek(0)
             tail = errors.read().decode("utf-8", "replace").strip().splitlines()[-1:]
-            self._broken = ("the lab process (python -m devcheck.lab --serve) failed to start"
+            self._broken = ("the lab process (python -m devcheck.pitfalls.lab --serve) "
+                            "failed to start"
                             + (f": {tail[0]}" if tail else ""))
             self.close()
         errors.close()
@@ -331,7 +332,7 @@ class Lab:
         return _phase_from(data)
 
     def _run_fresh(self, request: dict[str, Any]) -> PhaseResult:
-        cmd = [sys.executable, "-m", "devcheck.lab", "--once", request["id"],
+        cmd = [sys.executable, "-m", "devcheck.pitfalls.lab", "--once", request["id"],
                request["phase"], request["device"]]
         start = time.perf_counter()
         try:
@@ -420,7 +421,8 @@ def _main(argv: list[str]) -> int:
     if argv[:1] == ["--once"] and len(argv) == 4:
         print(json.dumps(run_phase_here(argv[1], argv[2], argv[3])))
         return 0
-    print("usage: python -m devcheck.lab --serve | --once ID PHASE DEVICE", file=sys.stderr)
+    print("usage: python -m devcheck.pitfalls.lab --serve | --once ID PHASE DEVICE",
+          file=sys.stderr)
     return 2
 
 

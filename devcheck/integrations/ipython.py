@@ -19,7 +19,7 @@ def _handler(shell: Any, etype: type[BaseException], value: BaseException, tb: A
     # exactly what IPython does without a custom handler (run_code's default branch)
     shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
     try:
-        from devcheck.explain import explain_exception, render
+        from devcheck.pitfalls.explain import explain_exception, render
 
         matches = explain_exception(value, limit=3)
     except Exception as exc:  # the hook must never hide the user's own error

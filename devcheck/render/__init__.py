@@ -1,0 +1,1 @@
+"""Renderings: the only place that turns facts and findings into text, JSON or Markdown."""

@@ -1,0 +1,1 @@
+"""Pure rules: facts in, findings out. No I/O, no hardware, no printing."""
