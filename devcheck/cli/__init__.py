@@ -1,9 +1,9 @@
 """The ``devcheck`` command line: a thin click group.
 
-Subcommands live in small modules (``cli_doctor``, ``cli_pitfalls``) and are imported only
-when invoked, so ``devcheck explain`` never pays for what ``devcheck doctor`` needs, and
-nothing here imports torch. Exit codes: 0 fine, 1 error findings / failed checks,
-2 usage errors (click's own).
+Subcommands live in small modules (``doctor.py``, ``pitfalls.py``, ``explain.py``, ...)
+and are imported only when invoked, so ``devcheck explain`` never pays for what
+``devcheck doctor`` needs, and nothing here imports torch. Exit codes: 0 fine, 1 error
+findings / failed checks, 2 usage errors (click's own).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import click
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("devcheck.cli.doctor", "doctor", "Can torch use the GPU, and if not, why not."),
     "gpus": ("devcheck.cli.doctor", "gpus", "The NVML view of the GPUs (never imports torch)."),
-    "explain": ("devcheck.cli.pitfalls", "explain", "Paste an error: get its cause and fix."),
+    "explain": ("devcheck.cli.explain", "explain", "Paste an error: get its cause and fix."),
     "pitfalls": ("devcheck.cli.pitfalls", "pitfalls", "Reproduce, explain and fix pitfalls."),
 }
 
