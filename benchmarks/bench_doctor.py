@@ -1,11 +1,12 @@
 """How long ``devcheck doctor`` and ``devcheck gpus`` take, against ``import torch``.
 
-Targets (issue 2): doctor <= 1.1x the bare torch import (it imports torch once and runs the
-other probes while torch loads), gpus <= 0.15x (it never imports torch). collect_env is
-reported for comparison. Every command runs in a fresh interpreter, in one interleaved
-run, several repetitions; the medians are compared. Not a test: it prints numbers.
+Targets (issues 2 and 9): doctor <= 1.1x the bare torch import (torch is imported once, in
+the probe's child process, while the parent probes NVML, the host and the wheel's files),
+gpus <= 0.15x (it never imports torch). collect_env is reported for comparison. Every
+command runs in a fresh interpreter, in one interleaved run, several repetitions; the
+medians are compared. Not a test: it prints numbers (about a minute on 2 idle cores).
 
-    .venv/bin/python benchmarks/bench_doctor.py [--reps 7]
+    .venv/bin/python benchmarks/bench_doctor.py [--reps 5]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ PY = sys.executable
 COMMANDS: dict[str, list[str]] = {
     "import torch": [PY, "-c", "import torch"],
     "devcheck doctor": [PY, "-m", "devcheck", "doctor"],
-    "devcheck doctor --json": [PY, "-m", "devcheck", "doctor", "--json"],
+    "devcheck doctor --markdown": [PY, "-m", "devcheck", "doctor", "--markdown"],
     "collect_env": [PY, "-m", "torch.utils.collect_env"],
     "devcheck gpus": [PY, "-m", "devcheck", "gpus"],
     "python -c pass": [PY, "-c", "pass"],
@@ -38,7 +39,7 @@ def once(cmd: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     for cmd in COMMANDS.values():  # warm the page cache once, untimed
         once(cmd)

@@ -14,7 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Severity = Literal["ok", "info", "warn", "error"]
-SEVERITIES: tuple[Severity, ...] = ("ok", "info", "warn", "error")
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}  # C0 controls and DEL
+_CONTROL.update({c: f"\\x{c:02x}" for c in range(0x80, 0xA0)})  # C1 controls (CSI 0x9b)
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters shown as ``\\x1b``-style escapes.
+
+    Names from outside devcheck (a GPU's name from NVML, a process name any local user can
+    set) must not reach a terminal as escape sequences that recolour, move the cursor or
+    retitle the window; the escape keeps what was there visible.
+    """
+    table = dict(_CONTROL)
+    if keep_newlines:
+        table.pop(0x0A)
+    return text.translate(table)
 
 
 def _plain(value: Any) -> Any:
@@ -103,6 +117,9 @@ class GpuFacts(ToDict):
     power_limit_w: float | None = None
     processes: tuple[GpuProcess, ...] = ()
     error: str | None = None  # e.g. "GPU is lost" — the GPU is listed but unusable
+    # field name -> why NVML gave no value ("NotSupported", "NoPermission", "Uninitialized");
+    # the field itself is None. "processes" names a process record that could not be read.
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -154,7 +171,7 @@ class TorchFacts(ToDict):
     import_error: str | None = None
     error: str | None = None  # the probe itself failed (e.g. timed out)
     version: str | None = None
-    cuda_version: str | None = None  # torch.version.cuda
+    cuda_version: str | None = None  # torch.version.cuda: the CUDA runtime torch was built with
     hip_version: str | None = None
     cudnn_version: int | None = None
     arch_list: tuple[str, ...] = ()  # ("sm_75", "sm_80", ...)
@@ -166,8 +183,8 @@ class TorchFacts(ToDict):
     mps_built: bool = False
     mps_available: bool = False
     live_checks: tuple[LiveCheck, ...] = ()
-    compiled_cuda_version: int | None = None  # torch._C._cuda_getCompiledVersion(), 13000
-    import_seconds: float | None = None  # how long ``import torch`` took in this process
+    import_seconds: float | None = None  # how long ``import torch`` took (in the probe's process)
+    errors: dict[str, str] = field(default_factory=dict)  # field name -> why it is unknown
 
 
 @dataclass(frozen=True)
@@ -190,6 +207,25 @@ class DeviceAvailability(ToDict):
     cuda_reason: str | None = None
     mps_reason: str | None = None
     torch_version: str | None = None
-    cuda_runtime: str | None = None
+    cuda_version: str | None = None  # the CUDA runtime torch was built with ("13.0")
     gpu_names: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()  # error-severity findings behind the reasons
+
+    @property
+    def cuda_runtime(self) -> str | None:
+        """The old name of :attr:`cuda_version` (kept so callers do not break)."""
+        return self.cuda_version
+
+
+@dataclass(frozen=True)
+class DoctorResult(ToDict):
+    """What :func:`devcheck.doctor` returns: every fact and the findings drawn from them."""
+
+    facts: DoctorFacts
+    findings: tuple[Finding, ...]
+    availability: DeviceAvailability
+
+    @property
+    def ok(self) -> bool:
+        """No finding of severity ``error`` (the doctor's exit code 0)."""
+        return not any(f.severity == "error" for f in self.findings)

@@ -34,11 +34,14 @@ def one(findings: list[Finding], fid: str) -> Finding:
     return found[0]
 
 
-def test_this_machine_no_driver_is_a_warning_with_the_driver_needed() -> None:
+def test_no_nvidia_gpu_on_the_bus_is_said_in_plain_words() -> None:
     f = one(diagnose(facts()), "no_driver")
     assert f.severity == "warn" and f.pitfall == "no_driver"
-    assert "CUDA 13.0" in f.evidence and "driver >= 580" in f.evidence
-    assert "libnvidia-ml.so.1" in f.title
+    assert f.title == "no NVIDIA GPU on this machine: torch uses the CPU"
+    assert f.fix.startswith("nothing to fix for the CPU: use device='cpu'")
+    assert "CUDA 13.0" in f.fix and "driver >= 580" in f.fix  # only if they get a GPU
+    # Each fact once: the raw NVML error and torch's sentence stay in the facts section.
+    assert "NVMLError" not in f.title + f.evidence and "Found no NVIDIA" not in f.evidence
     assert "--gpus all" not in f.fix  # not in a container
     assert worst(diagnose(facts())) == "warn"
 
@@ -46,19 +49,29 @@ def test_this_machine_no_driver_is_a_warning_with_the_driver_needed() -> None:
 def test_no_driver_but_nvidia_gpu_on_the_bus_is_an_error() -> None:
     f = one(diagnose(facts(host_facts=host(nvidia_pci_devices=1, in_container=True,
                                            container_kind="docker"))), "no_driver")
-    assert f.severity == "error" and "1 NVIDIA GPU(s) on the PCI bus" in f.evidence
-    assert "--gpus all" in f.fix
+    assert f.severity == "error" and f.title == "NVIDIA GPU present, driver missing"
+    assert "1 NVIDIA GPU(s) on the PCI bus" in f.evidence and "CUDA 13.0" in f.evidence
+    assert f.fix.startswith("install a driver supporting CUDA 13.0") and "--gpus all" in f.fix
+
+
+def test_no_driver_where_the_bus_cannot_be_read() -> None:
+    f = one(diagnose(facts(host_facts=host(nvidia_pci_devices=None))), "no_driver")
+    assert f.severity == "warn" and f.title == "no NVIDIA driver: torch uses the CPU"
+    assert "libnvidia-ml.so.1 not found" in f.evidence and "To use an NVIDIA GPU" in f.fix
 
 
 def test_no_driver_with_cpu_wheel_is_info() -> None:
     t = torch_cpu_machine(cuda=None, version="2.14.1+cpu")
     f = one(diagnose(facts(torch=t)), "no_driver")
     assert f.severity == "info" and not by_id(diagnose(facts(torch=t)), "cpu_only_wheel")
+    assert "whl/cpu" not in f.fix and "CUDA" not in f.evidence
 
 
 def test_driver_not_loaded_same_rule() -> None:
     n = NvmlFacts(available=False, error_kind="driver_not_loaded", error="Driver Not Loaded")
-    assert "not loaded" in one(diagnose(facts(nvml=n)), "no_driver").title
+    assert "kernel driver is not loaded" in one(diagnose(facts(nvml=n)), "no_driver").evidence
+    on_bus = facts(nvml=n, host_facts=host(nvidia_pci_devices=2))
+    assert one(diagnose(on_bus), "no_driver").title == "NVIDIA GPU present, driver not loaded"
 
 
 @pytest.mark.parametrize("kind, fid, severity", [
@@ -194,6 +207,15 @@ def test_cuda_visible_devices(value: str, n: int, severity: str, text: str) -> N
               nvml=nvml_gpus(n) if n else nvml_missing(), torch=torch_cuda(1))
     f = one(diagnose(d), "cuda_visible_devices")
     assert f.severity == severity and text in f.title and f.pitfall == "invalid_device_ordinal"
+
+
+@pytest.mark.parametrize("value, said", [("-1", "-1 hides every GPU"),
+                                         ("", "an empty value hides every GPU")])
+def test_hiding_every_gpu_on_purpose_is_said_so(value: str, said: str) -> None:
+    f = one(diagnose(facts(nvml=nvml_gpus(2), torch=torch_cuda(0),
+                           host_facts=host(env={"CUDA_VISIBLE_DEVICES": value}))),
+            "cuda_visible_devices")
+    assert f.evidence.startswith(said) and "not a GPU index" not in f.evidence
 
 
 def test_visible_devices_fine_when_all_shown() -> None:

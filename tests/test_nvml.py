@@ -64,7 +64,8 @@ def test_bindings_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert facts.error_kind == "bindings_missing" and "nvidia-ml-py" in facts.error
 
 
-def test_not_supported_fields_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_supported_fields_are_none_with_their_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     fk.install(monkeypatch, fk.not_supported_fields())
     facts = nvml.probe_nvml()
     (g,) = facts.gpus
@@ -72,6 +73,76 @@ def test_not_supported_fields_are_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert g.power_draw_w is None and g.power_limit_w is None
     assert g.temperature_c is None and g.utilization_gpu_pct is None
     assert g.processes == () and g.memory_total_bytes is not None
+    assert g.errors == {"power_draw_w": "NotSupported", "power_limit_w": "NotSupported",
+                        "temperature_c": "NotSupported", "utilization": "NotSupported",
+                        "compute_processes": "NotSupported"}
+
+
+@pytest.mark.parametrize("error", ["NVMLError_Uninitialized", "NVMLError_NoPermission",
+                                   "NVMLError_Timeout", "NVMLError_InvalidArgument"])
+def test_other_nvml_field_errors_cost_the_field_not_the_gpu(
+        monkeypatch: pytest.MonkeyPatch, error: str) -> None:
+    sc = fk.Scenario(gpus=[fk.FakeGpu(failing={"nvmlDeviceGetMemoryInfo": error,
+                                               "nvmlDeviceGetName": error})])
+    fk.install(monkeypatch, sc)
+    (g,) = nvml.probe_nvml().gpus
+    assert g.error is None and g.uuid and g.compute_capability == "8.9"
+    assert g.memory_total_bytes is None and g.name is None
+    reason = error.removeprefix("NVMLError_")
+    assert g.errors == {"memory": reason, "name": reason}
+
+
+def test_devcheck_bug_in_a_field_is_not_hidden_as_unsupported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fk.build_module(fk.one_gpu())
+    mod.nvmlDeviceGetTemperature = lambda handle, sensor: handle.no_such_attribute
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", mod)
+    facts = nvml.probe_nvml()
+    assert not facts.available and facts.error_kind == "unknown"
+    assert "AttributeError" in facts.error and "no_such_attribute" in facts.error
+
+
+def test_a_function_missing_from_an_old_binding_is_a_field_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = fk.build_module(fk.one_gpu())
+    del mod.nvmlDeviceGetEnforcedPowerLimit
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", mod)
+    (g,) = nvml.probe_nvml().gpus
+    assert g.power_limit_w is None and g.power_draw_w == 35.0
+    assert g.errors == {"power_limit_w": "nvmlDeviceGetEnforcedPowerLimit is not in this pynvml"}
+
+
+def test_one_malformed_process_record_costs_that_record_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sc = fk.one_gpu(processes=[fk.FakeProcess(11, 3 * fk.MiB), fk.MalformedProcess(),
+                               fk.FakeProcess(12, None)])
+    fk.install(monkeypatch, sc)
+    facts = nvml.probe_nvml()
+    (g,) = facts.gpus
+    assert facts.error is None and g.error is None and g.name
+    assert [p.pid for p in g.processes] == [11, 12]
+    assert g.errors == {"processes": "1 process record(s) could not be read"}
+
+
+def test_names_are_stored_printable(monkeypatch: pytest.MonkeyPatch) -> None:
+    sc = fk.one_gpu(name="RTX\x1b[2J\x1b]0;owned\x07", processes=[fk.FakeProcess(77, None)])
+    mod = fk.build_module(sc)
+    mod.nvmlSystemGetProcessName = lambda pid: b"py\x1b[31mthon\x9b"
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", mod)
+    (g,) = nvml.probe_nvml().gpus
+    assert g.name == "RTX\\x1b[2J\\x1b]0;owned\\x07"
+    assert g.processes[0].name == "py\\x1b[31mthon\ufffd"  # invalid UTF-8 byte replaced
+
+
+@pytest.mark.parametrize("statement, name", [("raise SystemExit(3)", "SystemExit: 3"),
+                                             ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+                                             ("raise OSError('libc mismatch')", "OSError")])
+def test_a_binding_that_kills_its_import_is_reported_as_such(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, statement: str, name: str) -> None:
+    fk.broken_on_import(monkeypatch, tmp_path, statement)
+    for facts in (nvml.probe_nvml(), nvml.probe_nvml(timeout_s=10)):
+        assert facts.error_kind == "bindings_missing" and name in facts.error
+        assert "timed out" not in facts.error
 
 
 @pytest.mark.parametrize("error", ["NVMLError_GpuIsLost", "NVMLError_Unknown"])
@@ -138,7 +209,8 @@ def test_unexpected_binding_bug_is_a_fact(monkeypatch: pytest.MonkeyPatch) -> No
 def test_hung_driver_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     fk.install(monkeypatch, fk.hung_driver(seconds=3))
     facts = nvml.probe_nvml(timeout_s=0.2)
-    assert facts.error_kind == "timeout" and "timed out after 0.2s" in facts.error
+    assert facts.error_kind == "timeout"
+    assert facts.error == "NVML query timed out after 0.2s (a hung driver call?)"
 
 
 def test_real_machine_probe_never_raises() -> None:

@@ -1,21 +1,35 @@
-"""Text and JSON renderings and the exit code."""
+"""Text, JSON and Markdown renderings and the exit code."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
-from fakes.facts import facts, gpu, nvml_gpus, process, torch_cuda, torch_import_failed
+import pytest
+from fakes.facts import (
+    facts,
+    gpu,
+    nvml_gpus,
+    process,
+    torch_cpu_machine,
+    torch_cuda,
+    torch_import_failed,
+)
 
-from devcheck.facts import Finding, LiveCheck, NvmlFacts
-from devcheck.render import report
+from devcheck.facts import DoctorFacts, Finding, GpuProcess, LiveCheck, NvmlFacts
+from devcheck.render import common, markdown, report
 from devcheck.rules.diagnose import diagnose
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def test_json_schema_keys_and_values() -> None:
     d = facts(nvml=nvml_gpus(1), torch=torch_cuda(1))
     doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
-    assert doc["schema_version"] == 1 and doc["command"] == "doctor"
+    assert doc["schema_version"] == 2 and doc["command"] == "doctor"
+    assert "compiled_cuda_version" not in doc["torch"]  # schema 2: torch.cuda_version only
+    assert doc["gpus"][0]["errors"] == {} and doc["torch"]["errors"] == {}
     assert set(doc) >= {"summary", "host", "nvml", "gpus", "wheel", "torch", "findings"}
     assert set(doc["nvml"]) >= {"available", "error", "driver_version", "cuda_driver_version"}
     assert "gpus" not in doc["nvml"]
@@ -67,8 +81,11 @@ def test_text_report_answer_first_and_findings() -> None:
     d = facts()
     text = report.render_text(d, diagnose(d))
     first = text.splitlines()[0]
-    assert first.startswith("Can torch use the GPU? no GPU: no NVIDIA driver")
-    assert "[warn] no NVIDIA driver" in text and "fix:" in text
+    assert first == "Can torch use the GPU? no: no NVIDIA GPU on this machine: torch uses the CPU"
+    assert text.splitlines()[1].startswith("Do new tensors go to the GPU by default? no: ")
+    assert "[warn] no NVIDIA GPU on this machine" in text and "fix:" in text
+    # Each fact once: NVML's error string in the facts section only.
+    assert text.count("NVML Shared Library Not Found") == 1
     assert "see: devcheck pitfalls show no_driver" in text
     assert "\x1b[" not in text and text.rstrip().endswith("exit 0: no error findings")
 
@@ -97,3 +114,109 @@ def test_text_lines_fit_in_100_columns_unless_unbreakable() -> None:
     d = facts()
     for line in report.render_text(d, diagnose(d)).splitlines()[1:]:  # the answer stays whole
         assert len(line) <= report.WIDTH or " " not in line.strip()
+
+
+@pytest.mark.parametrize("default, gpu_ok, words", [
+    ("cpu", False, "no: new tensors and models go to the CPU"),
+    ("cpu", True, "even though cuda:0 works"),
+    ("cuda:0", True, "yes, to cuda:0"),
+])
+def test_default_device_in_plain_words(default: str, gpu_ok: bool, words: str) -> None:
+    t = torch_cuda(1, default_device=default) if gpu_ok else torch_cpu_machine()
+    d = facts(nvml=nvml_gpus(1) if gpu_ok else None, torch=t)
+    assert words in common.default_device_answer(d)
+    doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    assert words in doc["summary"]["default_device_answer"]
+
+
+HOSTILE = "evil\x1b]0;pwned\x07\x1b[2J\x9b31m\rname"
+
+
+def _hostile_facts() -> DoctorFacts:
+    n = NvmlFacts(available=True, driver_version="580.65.06", cuda_driver_version="13.0",
+                  gpus=(gpu(0, name=HOSTILE, memory_used_bytes=23 * 1024**3,
+                            processes=(GpuProcess(7, HOSTILE, 1024**3),)),))
+    return facts(nvml=n, torch=torch_cuda(1))
+
+
+def test_names_from_outside_never_reach_the_terminal_raw() -> None:
+    d = _hostile_facts()
+    text = report.render_text(d, diagnose(d), color=False)
+    assert not CONTROL.search(text.replace("\n", "")), repr(text)
+    assert "evil\\x1b]0;pwned\\x07" in text  # shown, escaped, not executed
+    coloured = report.render_text(d, diagnose(d), color=True)
+    assert "\x1b]" not in coloured and "\x1b[2J" not in coloured and "\x9b" not in coloured
+
+
+# --- Markdown, checked with a real CommonMark parser (GitHub's tables enabled) -------------
+
+markdown_it = pytest.importorskip("markdown_it")
+
+
+def _parse(text: str) -> list:
+    return markdown_it.MarkdownIt("commonmark").enable("table").parse(text)
+
+
+def _table_rows(tokens: list) -> list[list[str]]:
+    """The text of each table row's cells, as the parser split them."""
+    rows: list[list[str]] = []
+    for i, t in enumerate(tokens):
+        if t.type == "tr_open":
+            rows.append([])
+        elif t.type in ("th_open", "td_open"):
+            rows[-1].append(tokens[i + 1].content)
+    return rows
+
+
+@pytest.mark.parametrize("case", ["no_driver", "two_gpus", "import_failed", "gpus_command",
+                                  "hostile_names"])
+def test_markdown_report_parses_with_table_findings_and_details(case: str) -> None:
+    d, command = {
+        "no_driver": (facts(), "doctor"),
+        "two_gpus": (facts(nvml=nvml_gpus(2), torch=torch_cuda(2)), "doctor"),
+        "import_failed": (facts(nvml=nvml_gpus(1), torch=torch_import_failed()), "doctor"),
+        "gpus_command": (facts(nvml=nvml_gpus(1), no_torch=True), "gpus"),
+        "hostile_names": (_hostile_facts(), "doctor"),
+    }[case]
+    findings = diagnose(d)
+    text = markdown.render_markdown(d, findings, command=command)
+    assert not CONTROL.search(text.replace("\n", "")), "raw control characters"
+    tokens = _parse(text)
+    types = [t.type for t in tokens]
+    assert "table_open" in types and "bullet_list_open" in types
+    # The summary table: two columns, one row per fact, "|" in values escaped (no extra cell).
+    cells = _table_rows(tokens)
+    assert all(len(c) == 2 for c in cells), cells
+    keys = [c[0] for c in cells]
+    assert {"torch wheel", "NVIDIA driver", "GPUs", "exit code"} <= set(keys)
+    assert ("usable devices" in keys) == (command == "doctor")
+    # Findings with fixes, worst first, as a list.
+    first_error = next((f for f in findings if f.severity == "error"), None)
+    if first_error is not None:
+        assert f"(`{first_error.id}`)" in text and "fix:" in text
+    # The full facts: an HTML <details> block holding the JSON document, intact.
+    html = [t for t in tokens if t.type == "html_block"]
+    assert html and html[0].content.startswith("<details>")
+    assert html[-1].content.strip() == "</details>"
+    fence = next(t for t in tokens if t.type == "fence")
+    assert fence.info == "json"
+    doc = json.loads(fence.content)
+    assert doc["command"] == command and doc["summary"]["exit_code"] == report.exit_code(findings)
+
+
+def test_markdown_html_and_pipes_in_values_are_escaped() -> None:
+    d = facts(nvml=NvmlFacts(available=False, error_kind="unknown",
+                             error="<script>alert(1)</script> | x"))
+    text = markdown.render_markdown(d, diagnose(d), command="doctor")
+    body = text[: text.index("<details>")]
+    assert "<script>" not in body and "&lt;script&gt;" in body
+    html = [t for t in _parse(text) if t.type in ("html_block", "html_inline")]
+    assert all(not t.content.lstrip().startswith("<script") for t in html)
+
+
+def test_markdown_code_spans_stay_verbatim() -> None:
+    f = Finding("x", "warn", "a <b> title", "seen", "set `CUDA_VISIBLE_DEVICES=<index>` & retry")
+    text = markdown.render_markdown(facts(), [f], command="doctor")
+    assert "`CUDA_VISIBLE_DEVICES=<index>` &amp; retry" in text and "a &lt;b&gt; title" in text
+    code = [t for t in _parse(text) for t in (t.children or []) if t.type == "code_inline"]
+    assert "CUDA_VISIBLE_DEVICES=<index>" in [t.content for t in code]

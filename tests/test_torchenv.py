@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import textwrap
+import threading
 import types
-import warnings
+from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
-from devcheck.probe import torchenv
+from devcheck.facts import TorchFacts
+from devcheck.probe import torchenv, torchproc
 
 
 def test_real_probe_on_this_machine() -> None:
@@ -33,6 +36,14 @@ def test_no_live_means_no_live_checks() -> None:
     assert facts.imported and facts.live_checks == ()
 
 
+def test_child_and_in_process_probes_agree() -> None:
+    child = torchenv.probe_torch(live=False)
+    here = torchenv.probe_torch(live=False, isolate=False)
+    ignore = {"import_seconds"}
+    assert {k: v for k, v in child.to_dict().items() if k not in ignore} == {
+        k: v for k, v in here.to_dict().items() if k not in ignore}
+
+
 def test_live_check_failure_is_a_fact() -> None:
     check = torchenv.live_check(torch, "meta")  # meta tensors cannot come back to the CPU
     assert not check.ok and check.error
@@ -53,66 +64,145 @@ def test_import_failure_is_a_fact(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ImportError("libcudnn.so.9: cannot open shared object file")
 
     monkeypatch.setattr(torchenv, "_import_torch", broken)
-    facts = torchenv.probe_torch()
+    facts = torchenv.probe_torch(isolate=False)
     assert not facts.imported and "libcudnn.so.9" in facts.import_error
     assert facts.import_error.startswith("ImportError")
 
 
-def test_hung_probe_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torchenv, "collect_torch", lambda live: time.sleep(3))
-    start = time.monotonic()
-    facts = torchenv.probe_torch(timeout_s=0.2)
-    assert time.monotonic() - start < 2
-    assert not facts.imported and "timed out after 0.2s" in facts.error
+def test_hung_in_process_probe_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    monkeypatch.setattr(torchenv, "collect_torch", lambda live: release.wait(30))
+    try:
+        facts = torchenv.probe_torch(timeout_s=0.2, isolate=False)
+    finally:
+        release.set()
+    assert not facts.imported and facts.error == "torch probe timed out after 0.2s"
 
 
-def _fake_torch(*, available: bool, warning: str | None = None,
-                init_error: str | None = None) -> types.SimpleNamespace:
-    calls: list[str] = []
+# --- a broken torch, in the child: fake ``torch`` packages put first on sys.path ------------
 
-    def is_available() -> bool:
-        if warning:
-            warnings.warn(warning, UserWarning, stacklevel=2)
-        return available
-
-    def init() -> None:
-        calls.append("init")
-        if init_error:
-            raise RuntimeError(init_error)
-
-    cuda = types.SimpleNamespace(is_available=is_available, init=init, device_count=lambda: 1,
-                                 get_device_properties=lambda i: types.SimpleNamespace(
-                                     name="NVIDIA A100", major=8, minor=0, total_memory=40 << 30))
-    return types.SimpleNamespace(cuda=cuda, version=types.SimpleNamespace(cuda="13.0"),
-                                 calls=calls)
-
-
-def test_torch_warning_becomes_the_reason() -> None:
-    too_old = ("CUDA initialization: The NVIDIA driver on your system is too old "
-               "(found version 12040).")
-    fake = _fake_torch(available=False, warning=too_old)
-    facts = torchenv._cuda_facts(fake, live=True)
-    assert facts["cuda_unavailable_reason"] == too_old and fake.calls == []
-
-
-def test_silent_unavailability_asks_init(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _fake_torch(available=False, init_error="Found no NVIDIA driver on your system.")
-    assert torchenv._cuda_facts(fake, live=True)["cuda_unavailable_reason"] == (
-        "Found no NVIDIA driver on your system.")
-    fake = _fake_torch(available=False, init_error="x")
-    assert torchenv._cuda_facts(fake, live=False)["cuda_unavailable_reason"] is None
-    assert fake.calls == []  # --no-live never initialises CUDA
+FAKE_TORCHES = {
+    "segfault_on_import": "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n",
+    "os_exit_on_import": "import os, sys\nsys.stderr.write('bye from torch\\n')\nos._exit(7)\n",
+    "raises_on_import": "raise ImportError('libcudnn.so.9: cannot open shared object file')\n",
+    "segfault_in_cuda": textwrap.dedent("""\
+        import os, signal, types
+        print("torch chatter on stdout must not break the protocol")
+        __version__ = "9.9.9"
+        version = types.SimpleNamespace(cuda="13.0", hip=None)
+        class _Cuda:
+            @staticmethod
+            def get_arch_list():
+                return ["sm_90"]
+            @staticmethod
+            def is_available():
+                os.kill(os.getpid(), signal.SIGSEGV)
+        cuda = _Cuda()
+        """),
+    "segfault_in_live_check": textwrap.dedent("""\
+        import os, signal, types
+        __version__ = "9.9.9"
+        version = types.SimpleNamespace(cuda=None, hip=None)
+        cuda = types.SimpleNamespace(is_available=lambda: False, get_arch_list=lambda: [])
+        def get_default_device():
+            return "cpu"
+        def Generator(device):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        """),
+}
 
 
-def test_available_devices_listed() -> None:
-    facts = torchenv._cuda_facts(_fake_torch(available=True), live=True)
-    (dev,) = facts["devices"]
-    assert (dev.name, dev.capability, dev.memory_total_bytes) == ("NVIDIA A100", "8.0", 40 << 30)
-    assert facts["cuda_unavailable_reason"] is None
+def fake_torch(monkeypatch: pytest.MonkeyPatch, folder: Path, kind: str) -> None:
+    """Put a fake ``torch`` package first on sys.path (the child inherits sys.path)."""
+    pkg = folder / kind / "torch"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(FAKE_TORCHES[kind], encoding="utf-8")
+    monkeypatch.syspath_prepend(str(pkg.parent))
 
 
-@pytest.mark.requires_cuda
-def test_live_check_on_real_gpu() -> None:
-    facts = torchenv.probe_torch()
-    assert any(c.device == "cuda:0" and c.ok for c in facts.live_checks)
-    assert facts.devices[0].capability and facts.devices[0].memory_total_bytes
+def test_torch_segfaulting_on_import_is_an_import_error(monkeypatch, tmp_path) -> None:
+    fake_torch(monkeypatch, tmp_path, "segfault_on_import")
+    facts = torchenv.probe_torch(timeout_s=60)
+    assert not facts.imported and facts.error is None
+    assert facts.import_error == ("the torch probe crashed with SIGSEGV (signal 11) while "
+                                  "importing torch")
+
+
+def test_torch_calling_os_exit_on_import_keeps_its_last_words(monkeypatch, tmp_path) -> None:
+    fake_torch(monkeypatch, tmp_path, "os_exit_on_import")
+    facts = torchenv.probe_torch(timeout_s=60)
+    assert not facts.imported
+    assert facts.import_error == ("the torch probe exited with code 7 before reporting while "
+                                  "importing torch (its last words: bye from torch)")
+
+
+def test_torch_raising_on_import_is_reported_by_the_child(monkeypatch, tmp_path) -> None:
+    fake_torch(monkeypatch, tmp_path, "raises_on_import")
+    facts = torchenv.probe_torch(timeout_s=60)
+    assert facts.import_error == "ImportError: libcudnn.so.9: cannot open shared object file"
+
+
+def test_torch_crashing_while_asked_about_cuda(monkeypatch, tmp_path) -> None:
+    fake_torch(monkeypatch, tmp_path, "segfault_in_cuda")
+    facts = torchenv.probe_torch(timeout_s=60)
+    assert facts.imported and facts.version == "9.9.9"
+    assert facts.error == ("the torch probe crashed with SIGSEGV (signal 11) while querying "
+                           "CUDA (initialising CUDA) (its last words: torch chatter on stdout "
+                           "must not break the protocol)")  # torch's print went to stderr
+
+
+def test_torch_crashing_in_a_live_check_fails_that_device(monkeypatch, tmp_path) -> None:
+    fake_torch(monkeypatch, tmp_path, "segfault_in_live_check")
+    facts = torchenv.probe_torch(timeout_s=60)
+    assert facts.imported and facts.version == "9.9.9" and facts.error is None
+    (check,) = facts.live_checks
+    assert check.device == "cpu" and not check.ok
+    assert check.error == ("the torch probe crashed with SIGSEGV (signal 11) during the live "
+                           "check on cpu")
+
+
+def test_a_hanging_torch_import_is_killed_at_the_deadline(monkeypatch, tmp_path) -> None:
+    pkg = tmp_path / "torch"
+    pkg.mkdir()
+    started = tmp_path / "import-started"
+    (pkg / "__init__.py").write_text(
+        f"import pathlib, threading\npathlib.Path({str(started)!r}).touch()\n"
+        "threading.Event().wait()\n")  # hangs for good
+    monkeypatch.syspath_prepend(str(tmp_path))
+    job = torchproc.torch_job(live=True)  # the child starts now
+    (pid,) = job.pids
+    child = psutil.Process(pid)
+    for _ in range(2400):  # no race: wait (up to 2 minutes) until the import really hangs
+        if started.exists():
+            break
+        assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+        psutil.wait_procs([child], timeout=0.05)
+    assert started.exists(), "the child never reached `import torch`"
+    from devcheck.probe.deadline import run_job
+
+    facts = run_job(job, 0.5)
+    assert facts.error == "torch probe timed out after 0.5s while importing torch"
+    gone, alive = psutil.wait_procs([child], timeout=60)
+    assert not alive, f"the hung child {pid} outlived its deadline"
+
+
+def _events(*checks: str) -> list[dict]:
+    facts = TorchFacts(imported=True, version="9.9.9").to_dict()
+    out: list[dict] = [{"stage": "import"}, {"stage": "cuda", "version": "9.9.9"},
+                       {"stage": "facts", "facts": facts}]
+    for device in checks:
+        out += [{"stage": "live", "device": device},
+                {"stage": "check", "check": {"device": device, "ok": True, "seconds": 0.1,
+                                             "max_abs_error": 0.0, "error": None}}]
+    return out
+
+
+def test_a_child_that_dies_after_all_its_checks_lost_nothing() -> None:
+    child = torchproc.TorchChild(live=True)
+    child.events = _events("cpu")
+    facts = child.partial("the torch probe crashed with SIGSEGV (signal 11)", crashed=True)
+    assert facts.error is None and [c.device for c in facts.live_checks] == ["cpu"]
+    child.events = _events("cpu")[:-1]  # died inside the cpu check
+    facts = child.partial("torch probe timed out after 5s")
+    (check,) = facts.live_checks
+    assert check.error == "torch probe timed out after 5s during the live check on cpu"

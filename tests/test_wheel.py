@@ -112,3 +112,20 @@ def test_min_driver_text_and_install_command() -> None:
     assert wheel.min_driver_text(None) is None
     assert wheel.install_command("cu128").endswith("--index-url "
                                                    "https://download.pytorch.org/whl/cu128")
+
+
+@pytest.mark.parametrize("data", [
+    b"__version__ = '2.14.1+cu130'\ncuda = '13.0'\n# caf\xe9 \xff\xfe\n",  # latin-1 in a comment
+    b"\xff\xfe__version__ = '2.14.1+cu130'\ncuda = '13.0'\n",  # a stray BOM-like prefix
+    b"__version__ = '2.14.1+cu130'\x00\ncuda = '13.0'\n",  # a NUL byte
+])
+def test_a_version_file_that_is_not_utf8_still_means_installed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data: bytes) -> None:
+    monkeypatch.setattr(wheel, "_find_torch_dir", lambda: tmp_path)
+    (tmp_path / "version.py").write_bytes(data)
+    facts = wheel.probe_wheel()
+    assert facts.installed and facts.location == str(tmp_path)
+    if facts.error is None:
+        assert facts.cuda_version == "13.0"
+    else:
+        assert facts.error.startswith(f"could not parse {tmp_path / 'version.py'}")

@@ -2,18 +2,19 @@
 
 Kept apart from the hooks in :mod:`devcheck.integrations.pytest_plugin` so they can be tested (and
 read) without a pytest run: the header lines, which devices count as GPUs, why a marked
-test skips, and why ``--devcheck-require`` fails. Imports neither torch nor pynvml.
+test skips, and why ``--devcheck-require`` fails. Imports neither torch nor the NVML bindings.
 """
 
 from __future__ import annotations
 
 import sys
-import textwrap
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import pytest
+
+from devcheck.render.common import wrap_paragraph
 
 if TYPE_CHECKING:
     from devcheck.facts import DeviceAvailability, Finding, NvmlFacts, WheelFacts
@@ -28,16 +29,21 @@ def gpus_phrase(names: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def header_line(availability: DeviceAvailability) -> str:
-    """The report's header line after doctor's live check."""
+def header_line(availability: DeviceAvailability, devices: Sequence[str] | None = None,
+                suffix: str = "") -> str:
+    """The report's header line after doctor's live check; names where ``device`` runs.
+
+    ``devices``: the fixture's devices when they are not all usable ones (``--only-gpu``).
+    """
     a = availability
     torch = f"torch {a.torch_version}" if a.torch_version else "torch not importable"
-    runtime = f"CUDA runtime {a.cuda_runtime}" if a.cuda_runtime else "no CUDA runtime"
+    runtime = f"CUDA runtime {a.cuda_version}" if a.cuda_version else "no CUDA runtime"
     if a.gpu_names:
         gpus = f"GPUs: {gpus_phrase(a.gpu_names)}"
     else:
         gpus = f"GPUs: none ({a.cuda_reason})" if a.cuda_reason else "GPUs: none"
-    return f"devcheck: {torch}, {runtime}, {gpus}; usable: {', '.join(a.usable)} (live-checked)"
+    shown = ", ".join(a.usable if devices is None else devices) or "none"
+    return f"devcheck: {torch}, {runtime}, {gpus}; device fixture: {shown} (live-checked){suffix}"
 
 
 def cheap_header_line(wheel: WheelFacts, nvml: NvmlFacts) -> str:
@@ -58,6 +64,17 @@ def cheap_header_line(wheel: WheelFacts, nvml: NvmlFacts) -> str:
     else:
         gpus = f"GPUs: none (NVML: {nvml.error or nvml.error_kind or 'not available'})"
     return f"devcheck: {torch}, {runtime}, {gpus}; devices live-checked on first use"
+
+
+def fixture_devices_line(devices: Sequence[str], *, only: str | None = None,
+                         reason: str | None = None) -> str:
+    """After collection: where tests asking for ``device`` run ("cpu, cuda:0, cuda:1")."""
+    if only == "cpu":
+        return "devcheck: device fixture: cpu (--only-cpu)"
+    if not devices:
+        return f"devcheck: device fixture: none, its tests skip (--only-gpu): {reason}"
+    suffix = " (--only-gpu)" if only == "gpu" else ""
+    return f"devcheck: device fixture: {', '.join(devices)} (live-checked){suffix}"
 
 
 def gpu_devices(availability: DeviceAvailability) -> list[str]:
@@ -129,8 +146,8 @@ def gate_failure(require: str, availability: DeviceAvailability,
         lines.append(f"  [{f.severity}] {f.id}: {f.title}")
         for label, text in (("evidence", f.evidence), ("fix", f.fix)):
             if text:
-                lines.extend(textwrap.wrap(f"{label}: {text}", width=100,
-                                           initial_indent=" " * 6, subsequent_indent=" " * 16))
+                lines.extend(wrap_paragraph(f"{label}: {text}", first=" " * 6,
+                                            rest=" " * 16))
     lines.append(
         f"  Run `devcheck doctor` for the whole report; on a runner without a GPU, drop "
         f"--devcheck-require {require}."

@@ -7,43 +7,51 @@ installed copy from registering the same module a second time under its entry-po
 - ``device`` fixture: parametrizes a test over the devices that passed doctor's live check
   ("cpu" always, then "cuda:0", "cuda:1", ..., "mps"); the test id names the device.
 - markers ``gpu`` / ``gpu(min_count=2)``, ``requires_cuda``, ``requires_mps``: skip with the
-  reason doctor found ("Requires CUDA: no NVIDIA driver (...)"), never a bare "no GPU".
+  reason doctor found ("Requires CUDA: no NVIDIA GPU on this machine: ..."), never a bare
+  "no GPU".
 - ``--devcheck-require cuda``: a GPU runner that lost its GPU fails before collecting
   anything, printing doctor's findings, instead of passing quietly on the CPU.
 - ``--only-gpu`` / ``--only-cpu``: the runner picks its half of the suite.
-- ``--devcheck-json FILE``: the availability, doctor's findings and the skips, as JSON.
+- ``--devcheck-json FILE``: the availability, doctor's findings and the skips, as JSON
+  (under pytest-xdist too: the skips travel with the workers' reports). A path that cannot
+  be written is one line in the report; the run's exit code stays the tests' own.
 
-Cost when unused: importing this module imports neither torch nor pynvml. Doctor's probe
-(torch import plus a live check, seconds) runs once per session and only when something
-needs it: a collected test that asks for ``device``, a marked test reaching set-up, or an
-option that asks (``--devcheck-require``, ``--only-gpu``, ``--devcheck-json``). Until then
-the header line is built from the torch wheel's files and NVML (milliseconds, no torch);
-once the probe has run, it reports the live result instead.
+Cost when unused: importing this module imports neither torch nor the NVML bindings.
+Doctor's probe (torch imported in a child process, a live check: seconds) runs once per
+session and only when something needs it: a collected test that asks for ``device``, a
+marked test reaching set-up, or an option that asks (``--devcheck-require``,
+``--only-gpu``, ``--devcheck-json``). Until then the header line is built from the torch
+wheel's files and NVML (milliseconds, no torch); once the probe has run, it reports the
+live result instead, and after collection a line names the devices the ``device`` fixture
+runs on ("devcheck: device fixture: cpu, cuda:0").
 
 The hooks live here; the pure decisions and texts (header lines, skip reasons, the gate's
-message) live in :mod:`devcheck.integrations.pytest_devices`.
+message) live in :mod:`devcheck.integrations.pytest_devices`, the per-run state and the
+JSON report in :mod:`devcheck.integrations.pytest_session`.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from devcheck.integrations.pytest_devices import (
     cheap_header_line,
+    fixture_devices_line,
     gate_failure,
-    gpu_devices,
     header_line,
     min_count_of,
     no_gpu_reason,
     skip_reason,
 )
-
-if TYPE_CHECKING:
-    from devcheck.facts import DeviceAvailability, DoctorFacts, Finding
+from devcheck.integrations.pytest_session import (
+    SKIP_PROPERTY,
+    Session,
+    SkipRecorder,
+    write_json,
+)
 
 MARKERS: dict[str, str] = {
     "gpu": "gpu(min_count=1): needs min_count usable GPUs (CUDA or MPS), else skips with "
@@ -56,82 +64,11 @@ MARKERS: dict[str, str] = {
 GPU_MARKERS: tuple[str, ...] = tuple(MARKERS)
 REQUIRE_CHOICES: tuple[str, ...] = ("cuda", "mps")
 DEFAULT_TIMEOUT_S = 60.0
+_SESSION = pytest.StashKey[Session]()
 
 
-class _Session:
-    """Per-run state, kept in ``config.stash`` (never in module globals).
-
-    The module object is shared by every pytest run in a process (pytester's in-process
-    runs included), so anything cached at module level would leak from one run into the
-    next.
-    """
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.require: str | None = config.getoption("devcheck_require")
-        self.only_gpu: bool = bool(config.getoption("devcheck_only_gpu"))
-        self.only_cpu: bool = bool(config.getoption("devcheck_only_cpu"))
-        json_path = config.getoption("devcheck_json")
-        self.json_path: Path | None = Path(json_path) if json_path else None
-        self.timeout_s: float = float(config.getoption("devcheck_timeout"))
-        self.skips: list[dict[str, str]] = []
-        self.json_written = False
-        self._availability: DeviceAvailability | None = None
-        self.facts: DoctorFacts | None = None  # None until probed, or when the probe broke
-        self.findings: list[Finding] = []
-        self.probe_error: str | None = None
-
-    @property
-    def probed(self) -> bool:
-        return self._availability is not None
-
-    def availability(self) -> DeviceAvailability:
-        """Doctor's verdict, probed on first use and kept for the session."""
-        if self._availability is None:
-            try:
-                self._availability, self.facts, self.findings = _probe(self.timeout_s)
-            except Exception as exc:  # doctor promises not to raise; a plugin must not break
-                self.probe_error = f"{type(exc).__name__}: {exc}"
-                self._availability = _fallback(self.probe_error)
-        return self._availability
-
-    def doctor_json(self) -> dict[str, Any]:
-        """Doctor's own documented JSON document for the facts this run probed."""
-        if self.facts is None:
-            return {"error": self.probe_error or "not probed"}
-        from devcheck.render import report
-
-        return report.to_json(self.facts, self.findings, command="pytest")
-
-
-_SESSION = pytest.StashKey[_Session]()
-
-
-def _session(config: pytest.Config) -> _Session:
+def _session(config: pytest.Config) -> Session:
     return config.stash[_SESSION]
-
-
-# ---------------------------------------------------------------- probing (lazy imports)
-
-
-def _fallback(error: str) -> DeviceAvailability:
-    """A probe that broke still leaves the CPU, and a reason that says what broke."""
-    from devcheck.facts import DeviceAvailability
-
-    reason = f"devcheck could not probe the devices ({error})"
-    return DeviceAvailability(usable=("cpu",), cuda_reason=reason, mps_reason=reason)
-
-
-def _probe(timeout_s: float) -> tuple[DeviceAvailability, DoctorFacts, list[Finding]]:
-    """``doctor.device_availability`` spelled out, keeping the facts and findings it derives
-    from (the gate prints the findings, ``--devcheck-json`` the facts): one probe for all."""
-    from devcheck import doctor
-    from devcheck.rules import diagnose
-
-    facts = doctor.collect(live=True, timeout_s=timeout_s)
-    assert facts.torch is not None, "collect() was asked for torch"
-    availability = doctor.availability_from_facts(facts.nvml, facts.torch, facts.host)
-    return availability, facts, diagnose.diagnose(facts)
 
 
 # ---------------------------------------------------------------- header (no torch)
@@ -148,6 +85,21 @@ def _cheap_header() -> str:
 
 
 # ---------------------------------------------------------------- hooks
+
+
+def _seconds(text: str) -> float:
+    """``--devcheck-timeout``: a finite number of seconds in (0, 3600] (nan/inf would hang or
+    overflow the probe's wait)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 3600] seconds")
+    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -172,8 +124,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "to FILE as JSON at the end of the run",
     )
     group.addoption(
-        "--devcheck-timeout", dest="devcheck_timeout", type=float, default=DEFAULT_TIMEOUT_S,
-        metavar="SECONDS", help="time limit for doctor's probe (default %(default)s)",
+        "--devcheck-timeout", dest="devcheck_timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS", help="time limit for doctor's probe, in (0, 3600] (default "
+        "%(default)s)",
     )
 
 
@@ -185,14 +138,38 @@ def pytest_configure(config: pytest.Config) -> None:
             "--only-gpu and --only-cpu were both given; pick one (--only-gpu on GPU runners, "
             "--only-cpu on CPU runners)"
         )
-    config.stash[_SESSION] = _Session(config)
+    state = Session(config)
+    config.stash[_SESSION] = state
+    config.pluginmanager.register(SkipRecorder(state), f"devcheck-skips-{id(config)}")
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _session(config)
     if state.require or state.only_gpu or state.json_path is not None:
         state.availability()  # asked for by an option: the live result, once
-    return header_line(state.availability()) if state.probed else _cheap_header()
+    if state.probed:
+        a = state.availability()
+        only = " (--only-gpu)" if state.only_gpu else ""
+        lines = [header_line(a, state.fixture_devices(a), only)]
+        state.header_named_devices = True
+    else:
+        lines = [_cheap_header()]
+    if state.json_error is not None:
+        lines.append(f"devcheck: {state.json_error} (the tests run anyway)")
+    return lines
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    """After collection: the devices the ``device`` fixture really runs on."""
+    state = _session(config)
+    if not state.fixture_used or state.header_named_devices:
+        return None
+    if state.only_cpu:
+        return fixture_devices_line(["cpu"], only="cpu")
+    a = state.availability()
+    return fixture_devices_line(state.fixture_devices(a),
+                                only="gpu" if state.only_gpu else None,
+                                reason=no_gpu_reason(a))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -213,7 +190,7 @@ def pytest_collection(session: pytest.Session) -> None:
         sys.stderr.write("\n".join(lines) + "\n")
     a = state.availability()
     reason = a.cuda_reason if state.require == "cuda" else a.mps_reason
-    _write_json(state, exitstatus=int(pytest.ExitCode.TESTS_FAILED))
+    write_json(state, exitstatus=int(pytest.ExitCode.TESTS_FAILED))
     pytest.exit(
         f"devcheck: --devcheck-require {state.require} failed: {reason or 'no usable device'}",
         returncode=pytest.ExitCode.TESTS_FAILED,
@@ -240,12 +217,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" not in metafunc.fixturenames or not _own_device_fixture(metafunc):
         return
     state = _session(metafunc.config)
+    state.fixture_used = True
     if state.only_cpu:
         params: list[Any] = [pytest.param("cpu", id="cpu")]
     else:
         a = state.availability()
-        devices = gpu_devices(a) if state.only_gpu else list(a.usable)
-        params = [pytest.param(d, id=d) for d in devices]
+        params = [pytest.param(d, id=d) for d in state.fixture_devices(a)]
         if not params:  # --only-gpu and no GPU: one visible skip, with doctor's reason
             kind = "mps" if sys.platform == "darwin" else "cuda"
             reason = f"Requires a GPU: {no_gpu_reason(a)}"
@@ -286,7 +263,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.fail(str(exc), pytrace=False)
         reason = skip_reason(mark.name, count, state.availability())
         if reason is not None:
-            state.skips.append({"nodeid": item.nodeid, "marker": mark.name, "reason": reason})
+            # Recorded on the report (user_properties travel from xdist workers to the
+            # controller, which writes --devcheck-json), counted in pytest_runtest_logreport.
+            item.user_properties.append(
+                (SKIP_PROPERTY, {"nodeid": item.nodeid, "marker": mark.name, "reason": reason}))
             _skip_at_item(reason)
 
 
@@ -310,34 +290,7 @@ def device(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "cpu"))
 
 
-def _write_json(state: _Session, *, exitstatus: int) -> None:
-    if state.json_path is None or state.json_written:
-        return
-    if hasattr(state.config, "workerinput"):  # pytest-xdist worker: the controller writes
-        return
-    availability = state.availability()
-    from devcheck import __version__
-
-    payload: dict[str, Any] = {
-        "schema": "devcheck.pytest/1",
-        "devcheck_version": __version__,
-        "exitstatus": exitstatus,
-        "require": state.require,
-        "only": "gpu" if state.only_gpu else "cpu" if state.only_cpu else None,
-        "header": header_line(availability),
-        "availability": availability.to_dict(),
-        "skips": state.skips,
-        "doctor": state.doctor_json(),
-    }
-    state.json_path.parent.mkdir(parents=True, exist_ok=True)
-    from devcheck.render import report  # strict JSON: a GPU's NaN result becomes null
-
-    state.json_path.write_text(report.render_json(payload) + "\n", encoding="utf-8")
-    state.json_written = True
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(_SESSION, None)
     if state is not None:
-        _write_json(state, exitstatus=int(exitstatus))
-
+        write_json(state, exitstatus=int(exitstatus))

@@ -1,24 +1,27 @@
 """The NVML boundary: the one module that imports ``pynvml`` (nvidia-ml-py).
 
 NVML is the driver's own management library, so it answers "is there a driver, which
-version, which GPUs" in milliseconds, before (and without) torch. Two kinds of failure are
-kept apart, as nvitop does: the library not loading is a fact about the machine
-(``NvmlFacts.error``), while one field a GPU does not support is just ``None``. A GPU that
-fails as a whole (``NVMLError_GpuIsLost``) is listed with its ``error`` so the report shows
-it instead of silently dropping it.
+version, which GPUs" in milliseconds, before (and without) torch. Failures are sorted by
+what they mean, as nvitop does: the library not loading is a fact about the machine
+(``NvmlFacts.error``); one field NVML cannot give is ``None`` with its reason kept in
+``GpuFacts.errors``; a GPU that fails as a whole (``NVMLError_GpuIsLost``) is listed with its
+``error``. Only NVML's own errors are absorbed per field: anything else is a devcheck or
+binding bug, and surfaces (as ``NvmlFacts.error`` in the report, as a failure in tests).
+
+The probe is synchronous; the caller bounds it (:mod:`devcheck.probe.deadline`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections.abc import Callable
-from functools import partial
 from types import ModuleType
 from typing import Any, TypeVar
 
-from devcheck.facts import GpuFacts, GpuProcess, NvmlFacts
+from devcheck.facts import GpuFacts, GpuProcess, NvmlFacts, printable
+from devcheck.probe.deadline import Job, describe, run_job
+from devcheck.probe.libcuda import cuda_version_str
 
 T = TypeVar("T")
 
@@ -29,12 +32,10 @@ _INIT_ERROR_KINDS = {
     "NVMLError_NoPermission": "no_permission",
     "NVMLError_LibRmVersionMismatch": "driver_mismatch",
 }
-# Field-level errors that mean "this GPU cannot tell you that", not "the GPU is broken".
-_FIELD_UNSUPPORTED = ("NVMLError_NotSupported", "NVMLError_NoData", "NVMLError_FunctionNotFound",
-                      "NVMLError_NoPermission", "NVMLError_NotFound")
-# Errors that make the whole GPU unusable.
-_GPU_FATAL = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_ResetRequired",
-              "NVMLError_Uninitialized")
+# Errors that make the whole GPU unusable. Any other NVML error on a field costs that field
+# only (with its reason): NotSupported on a laptop GPU, NoPermission in a container,
+# Uninitialized from a racing nvmlShutdown elsewhere in the process...
+_GPU_FATAL = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_ResetRequired")
 
 
 def _import_pynvml() -> ModuleType:
@@ -45,20 +46,17 @@ def _import_pynvml() -> ModuleType:
 
 
 def _text(value: Any) -> str | None:
+    """NVML's text (bytes on old bindings) as printable str: names can hold escape codes."""
     if value is None:
         return None
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _error_name(exc: BaseException) -> str:
-    return type(exc).__name__
+        value = value.decode("utf-8", "replace")
+    return printable(str(value))
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
-    name = _error_name(exc)
+    text = str(exc).strip() or repr(exc)
+    name = type(exc).__name__
     return text if name in ("NVMLError", "Exception") else f"{name}: {text}"
 
 
@@ -71,63 +69,90 @@ class _GpuLost(Exception):
     """Raised inside the per-GPU query when a field says the whole GPU is gone."""
 
 
-def _field(nv: ModuleType, fn: Callable[[], T]) -> T | None:
-    """One NVML field: unsupported -> None; GPU-fatal errors abort this GPU's query."""
-    try:
-        return fn()
-    except Exception as exc:
-        if _is_nvml_error(exc, nv) and _error_name(exc) in _GPU_FATAL:
-            raise _GpuLost(_describe(exc)) from exc
-        # NotSupported & co. (_FIELD_UNSUPPORTED), or a function an old binding lacks:
-        # the field is unknown, the GPU and the report are fine.
-        return None
+class _Fields:
+    """Reads one GPU's fields, keeping the reason for each one that NVML could not give."""
+
+    def __init__(self, nv: ModuleType) -> None:
+        self.nv = nv
+        self.errors: dict[str, str] = {}
+
+    def get(self, name: str, function: str, *args: Any) -> Any:
+        fn: Callable[..., Any] | None = getattr(self.nv, function, None)
+        if fn is None:  # an old binding: the field is unknown, nothing is wrong
+            self.errors[name] = f"{function} is not in this pynvml"
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if not _is_nvml_error(exc, self.nv):
+                raise  # devcheck's or the binding's bug: never hidden as "not supported"
+            if type(exc).__name__ in _GPU_FATAL:
+                raise _GpuLost(_describe(exc)) from exc
+            self.errors[name] = str(exc).strip() or type(exc).__name__
+            return None
 
 
 def format_cuda_version(value: int | None) -> str | None:
-    """NVML's integer CUDA version (13000, 12080) as "13.0", "12.8"."""
-    if not value or value <= 0:
+    """NVML's integer CUDA version (13000, 12080) as "13.0", "12.8"; None when unknown."""
+    if not isinstance(value, int) or value <= 0:
         return None
-    return f"{value // 1000}.{(value % 1000) // 10}"
+    return cuda_version_str(value)
 
 
-def _processes(nv: ModuleType, handle: Any) -> tuple[GpuProcess, ...]:
+def _process(nv: ModuleType, f: _Fields, proc: Any, kind: str) -> GpuProcess:
+    """One process record; raises (TypeError/ValueError) on a malformed one."""
+    pid = int(proc.pid)
+    used = getattr(proc, "usedGpuMemory", None)  # None on WDDM / when NVML hides it
+    name = _text(f.get("process_name", "nvmlSystemGetProcessName", pid))
+    return GpuProcess(pid=pid, name=name, kind=kind,
+                      used_memory_bytes=int(used) if used is not None else None)
+
+
+def _processes(nv: ModuleType, f: _Fields, handle: Any,
+               ignore: frozenset[int]) -> tuple[GpuProcess, ...]:
+    """Compute and graphics processes; a malformed record is skipped, not the GPU.
+
+    ``ignore``: devcheck's own processes (this one, the torch probe's child), whose CUDA
+    context is no rival.
+    """
     found: dict[int, GpuProcess] = {}
+    bad = 0
     for kind, getter in (("compute", "nvmlDeviceGetComputeRunningProcesses"),
                          ("graphics", "nvmlDeviceGetGraphicsRunningProcesses")):
-        fn = getattr(nv, getter, None)
-        if fn is None:
-            continue
-        procs = _field(nv, partial(fn, handle)) or []
-        for proc in procs:
-            pid = int(getattr(proc, "pid", -1))
-            if pid in found or pid == os.getpid():  # devcheck's own CUDA context is no rival
+        for proc in f.get(f"{kind}_processes", getter, handle) or []:
+            try:
+                record = _process(nv, f, proc, kind)
+            except (AttributeError, TypeError, ValueError, OverflowError):
+                bad += 1
                 continue
-            used = getattr(proc, "usedGpuMemory", None)  # None on WDDM / when NVML hides it
-            name = None
-            get_name = getattr(nv, "nvmlSystemGetProcessName", None)
-            if get_name is not None:
-                name = _text(_field(nv, partial(get_name, pid)))
-            found[pid] = GpuProcess(pid=pid, name=name, kind=kind,
-                                    used_memory_bytes=int(used) if used is not None else None)
+            if record.pid in found or record.pid in ignore:
+                continue
+            found[record.pid] = record
+    if bad:
+        f.errors["processes"] = f"{bad} process record(s) could not be read"
     return tuple(found.values())
 
 
-def _query_gpu(nv: ModuleType, index: int) -> GpuFacts:
+def _query_gpu(nv: ModuleType, index: int, ignore: frozenset[int]) -> GpuFacts:
     try:
         handle = nv.nvmlDeviceGetHandleByIndex(index)
     except Exception as exc:
+        if not _is_nvml_error(exc, nv):
+            raise
         return GpuFacts(index=index, error=_describe(exc))
+    f = _Fields(nv)
     try:
-        name = _text(_field(nv, lambda: nv.nvmlDeviceGetName(handle)))
-        uuid = _text(_field(nv, lambda: nv.nvmlDeviceGetUUID(handle)))
-        pci = _field(nv, lambda: nv.nvmlDeviceGetPciInfo(handle))
-        cc = _field(nv, lambda: nv.nvmlDeviceGetCudaComputeCapability(handle))
-        mem = _field(nv, lambda: nv.nvmlDeviceGetMemoryInfo(handle))
-        util = _field(nv, lambda: nv.nvmlDeviceGetUtilizationRates(handle))
-        temp = _field(nv, lambda: nv.nvmlDeviceGetTemperature(handle, nv.NVML_TEMPERATURE_GPU))
-        power = _field(nv, lambda: nv.nvmlDeviceGetPowerUsage(handle))  # milliwatts
-        limit = _field(nv, lambda: nv.nvmlDeviceGetEnforcedPowerLimit(handle))  # milliwatts
-        processes = _processes(nv, handle)
+        name = _text(f.get("name", "nvmlDeviceGetName", handle))
+        uuid = _text(f.get("uuid", "nvmlDeviceGetUUID", handle))
+        pci = f.get("pci_bus_id", "nvmlDeviceGetPciInfo", handle)
+        cc = f.get("compute_capability", "nvmlDeviceGetCudaComputeCapability", handle)
+        mem = f.get("memory", "nvmlDeviceGetMemoryInfo", handle)
+        util = f.get("utilization", "nvmlDeviceGetUtilizationRates", handle)
+        temp = f.get("temperature_c", "nvmlDeviceGetTemperature", handle,
+                     getattr(nv, "NVML_TEMPERATURE_GPU", 0))
+        power = f.get("power_draw_w", "nvmlDeviceGetPowerUsage", handle)  # milliwatts
+        limit = f.get("power_limit_w", "nvmlDeviceGetEnforcedPowerLimit", handle)  # milliwatts
+        processes = _processes(nv, f, handle, ignore)
     except _GpuLost as exc:
         return GpuFacts(index=index, error=str(exc))
     return GpuFacts(
@@ -145,66 +170,86 @@ def _query_gpu(nv: ModuleType, index: int) -> GpuFacts:
         power_draw_w=power / 1000.0 if power is not None else None,
         power_limit_w=limit / 1000.0 if limit is not None else None,
         processes=processes,
+        errors=f.errors,
     )
 
 
-def _collect(nv: ModuleType) -> NvmlFacts:
+def _collect(nv: ModuleType, ignore: frozenset[int]) -> NvmlFacts:
     try:
         nv.nvmlInit()
     except Exception as exc:
-        kind = _INIT_ERROR_KINDS.get(_error_name(exc), "unknown")
+        kind = _INIT_ERROR_KINDS.get(type(exc).__name__, "unknown")
         detail = _describe(exc)
         if kind == "library_not_found":
             lib = "nvml.dll" if sys.platform.startswith("win") else "libnvidia-ml.so.1"
             detail += f" ({lib} could not be loaded)"
         return NvmlFacts(available=False, error=detail, error_kind=kind)
     try:
-        driver = _text(_field(nv, nv.nvmlSystemGetDriverVersion))
-        cuda = _field(nv, nv.nvmlSystemGetCudaDriverVersion)
+        system = _Fields(nv)
+        driver = _text(system.get("driver_version", "nvmlSystemGetDriverVersion"))
+        cuda = format_cuda_version(system.get("cuda_driver_version",
+                                              "nvmlSystemGetCudaDriverVersion"))
         try:
             count = int(nv.nvmlDeviceGetCount())
         except Exception as exc:
+            if not _is_nvml_error(exc, nv):
+                raise
             return NvmlFacts(available=True, error=f"could not count GPUs: {_describe(exc)}",
                              error_kind="unknown", driver_version=driver,
-                             cuda_driver_version=format_cuda_version(cuda))
-        gpus = tuple(_query_gpu(nv, i) for i in range(count))
-        return NvmlFacts(available=True, driver_version=driver,
-                         cuda_driver_version=format_cuda_version(cuda), gpus=gpus)
+                             cuda_driver_version=cuda)
+        gpus = tuple(_query_gpu(nv, i, ignore) for i in range(count))
+        return NvmlFacts(available=True, driver_version=driver, cuda_driver_version=cuda,
+                         gpus=gpus)
     except _GpuLost as exc:  # a system-wide query reported a fatal error
         return NvmlFacts(available=True, error=str(exc), error_kind="unknown")
     finally:
         try:
             nv.nvmlShutdown()
-        except Exception:
+        except Exception:  # noqa: S110 - shutting down is best effort
             pass
 
 
-def _probe() -> NvmlFacts:
+def collect_nvml(ignore_pids: tuple[int, ...] = ()) -> NvmlFacts:
+    """Ask NVML about the driver and every GPU, synchronously; never raises.
+
+    ``ignore_pids``: processes of devcheck's own (besides this one) left out of the GPU's
+    process list.
+
+    A library whose import raises anything (``SystemExit`` and ``KeyboardInterrupt`` from a
+    broken binding included) is reported as that exception; a bug past the import becomes
+    ``error_kind="unknown"`` with the exception named.
+    """
     try:
         nv = _import_pynvml()
-    except Exception as exc:
+    except BaseException as exc:  # noqa: B036 - a binding's SystemExit is a fact too
         return NvmlFacts(available=False, error_kind="bindings_missing",
-                         error=f"the pynvml module (nvidia-ml-py) could not be imported: "
-                               f"{_describe(exc)}")
+                         error="the pynvml module (nvidia-ml-py) could not be imported: "
+                               f"{describe(exc)}")
     try:
-        return _collect(nv)
+        return _collect(nv, frozenset((os.getpid(), *ignore_pids)))
     except Exception as exc:  # a bug or an exotic binding: still a fact, never a crash
         return NvmlFacts(available=False, error_kind="unknown",
-                         error=f"NVML query failed: {_describe(exc)}")
+                         error=f"NVML query failed: {describe(exc)}")
 
 
-def probe_nvml(*, timeout_s: float = 5.0) -> NvmlFacts:
-    """Ask NVML about the driver and every GPU; never raises.
+def nvml_timed_out(why: str) -> NvmlFacts:
+    """The facts when the NVML query did not finish (hung driver) or died."""
+    kind = "timeout" if "timed out" in why else "unknown"
+    hint = " (a hung driver call?)" if kind == "timeout" else ""
+    return NvmlFacts(available=False, error_kind=kind, error=why + hint)
 
-    The query runs in a daemon thread so a wedged driver (NVML calls can block for minutes
-    on a GPU falling off the bus) costs ``timeout_s``, not the report.
+
+def nvml_job(ignore_pids: tuple[int, ...] = ()) -> Job[NvmlFacts]:
+    """:func:`collect_nvml` as a job for :mod:`devcheck.probe.deadline`."""
+    return Job("NVML query", lambda: collect_nvml(ignore_pids), nvml_timed_out)
+
+
+def probe_nvml(*, timeout_s: float | None = None) -> NvmlFacts:
+    """:func:`collect_nvml`, bounded by ``timeout_s`` when given; never raises.
+
+    NVML calls can block for minutes on a GPU falling off the bus; with a timeout, that
+    costs ``timeout_s``, not the caller.
     """
-    result: list[NvmlFacts] = []
-    worker = threading.Thread(target=lambda: result.append(_probe()), name="devcheck-nvml",
-                              daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if not result:
-        return NvmlFacts(available=False, error_kind="timeout",
-                         error=f"NVML query timed out after {timeout_s:g}s (a hung driver call?)")
-    return result[0]
+    if timeout_s is None:
+        return collect_nvml()
+    return run_job(nvml_job(), timeout_s)

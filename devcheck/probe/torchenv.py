@@ -5,15 +5,25 @@
 than "available": the live check allocates on each usable device, runs a small matmul and
 compares it with the CPU result, because a device can be listed and still not compute (no
 kernel image for its arch, a lost GPU, an exhausted memory pool).
+
+This module is what runs *where torch is*: normally in the child process that
+:mod:`devcheck.probe.torchproc` starts (``child_main`` reports each stage as a JSON line, so
+a torch that segfaults or calls ``os._exit`` still leaves a trace), or in-process where torch
+is already imported. A field that could not be read is None with its reason in ``errors``.
 """
 
 from __future__ import annotations
 
-import threading
+import dataclasses
+import json
+import os
+import sys
 import time
 import warnings
+from collections.abc import Callable
+from functools import partial
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 from devcheck.facts import LiveCheck, TorchDevice, TorchFacts
 
@@ -37,11 +47,18 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _safe(fn: Any, default: Any = None) -> Any:
-    try:
-        return fn()
-    except Exception:
-        return default
+class _Safe:
+    """Reads optional facts: a failure gives ``default`` and keeps the reason by name."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def __call__(self, name: str, fn: Callable[[], Any], default: Any = None) -> Any:
+        try:
+            return fn()
+        except Exception as exc:
+            self.errors[name] = _short(exc)
+            return default
 
 
 def _sync(torch: ModuleType, device: str) -> None:
@@ -80,8 +97,9 @@ def live_check(torch: ModuleType, device: str) -> LiveCheck:
     return LiveCheck(device=device, ok=True, seconds=seconds, max_abs_error=error)
 
 
-def _cuda_facts(torch: ModuleType, live: bool) -> dict[str, Any]:
+def _cuda_facts(torch: ModuleType, live: bool, safe: _Safe | None = None) -> dict[str, Any]:
     """Availability, torch's reason when unavailable, and the visible devices."""
+    safe = safe or _Safe()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         available = bool(torch.cuda.is_available())
@@ -97,7 +115,7 @@ def _cuda_facts(torch: ModuleType, live: bool) -> dict[str, Any]:
     if available:
         count = int(torch.cuda.device_count())
         for i in range(count):
-            props = _safe(lambda i=i: torch.cuda.get_device_properties(i))
+            props = safe(f"devices[{i}]", partial(torch.cuda.get_device_properties, i))
             devices.append(TorchDevice(
                 index=i,
                 name=getattr(props, "name", None),
@@ -126,58 +144,95 @@ def _default_device(torch: ModuleType) -> str | None:
     return str(torch.empty(0).device)  # torch < 2.3
 
 
-def collect_torch(live: bool = True) -> TorchFacts:
-    """Import torch once and describe it; the work behind :func:`probe_torch`."""
+Progress = Callable[[dict[str, Any]], None]
+
+
+def _no_progress(event: dict[str, Any]) -> None:
+    """Where no parent listens (in-process use)."""
+
+
+def collect_torch(live: bool = True, progress: Progress = _no_progress) -> TorchFacts:
+    """Import torch once and describe it; never raises.
+
+    ``progress`` hears each stage ({"stage": "import"}, {"stage": "facts", ...}, {"stage":
+    "live", "device": ...}, {"stage": "check", ...}) so that a parent can tell where a
+    crashing torch died.
+    """
+    progress({"stage": "import"})
     start = time.perf_counter()
     try:
         torch = _import_torch()
-    except BaseException as exc:  # ImportError, OSError from a missing .so, SystemExit...
+    except BaseException as exc:  # noqa: B036 - ImportError, OSError from a .so, SystemExit...
         return TorchFacts(imported=False, import_error=_short(exc))
+    safe = _Safe()
     values: dict[str, Any] = {
         "imported": True,
         "import_seconds": time.perf_counter() - start,
-        "compiled_cuda_version": _safe(lambda: int(torch._C._cuda_getCompiledVersion())),
         "version": str(torch.__version__),
         "cuda_version": torch.version.cuda,
         "hip_version": getattr(torch.version, "hip", None),
-        "arch_list": tuple(_safe(lambda: torch.cuda.get_arch_list(), ())),
-        "default_device": _safe(lambda: _default_device(torch)),
-        "mps_built": bool(_safe(lambda: torch.backends.mps.is_built(), False)),
-        "mps_available": bool(_safe(lambda: torch.backends.mps.is_available(), False)),
+        "arch_list": tuple(safe("arch_list", lambda: torch.cuda.get_arch_list(), ())),
+        "default_device": safe("default_device", lambda: _default_device(torch)),
+        "mps_built": bool(safe("mps_built", lambda: torch.backends.mps.is_built(), False)),
+        "mps_available": bool(safe("mps_available", lambda: torch.backends.mps.is_available(),
+                                   False)),
     }
+    progress({"stage": "cuda", "version": values["version"]})
     errors: list[str] = []
     try:
-        values.update(_cuda_facts(torch, live))
-        values["cudnn_version"] = _safe(lambda: _cudnn_version(torch, values["cuda_available"]))
+        values.update(_cuda_facts(torch, live, safe))
+        values["cudnn_version"] = safe(
+            "cudnn_version", lambda: _cudnn_version(torch, values["cuda_available"]))
     except Exception as exc:
         errors.append(f"CUDA query failed: {_short(exc)}")
-    checks: list[LiveCheck] = []
-    if live:
-        targets = ["cpu"] + [f"cuda:{d.index}" for d in values.get("devices", ())]
-        if values["mps_available"]:
-            targets.append("mps")
-        checks = [live_check(torch, device) for device in targets]
-    return TorchFacts(error="; ".join(errors) or None, live_checks=tuple(checks), **values)
+    facts = TorchFacts(error="; ".join(errors) or None, errors=safe.errors, **values)
+    progress({"stage": "facts", "facts": facts.to_dict()})
+    if not live:
+        return facts
+    targets = ["cpu"] + [f"cuda:{d.index}" for d in facts.devices]
+    if facts.mps_available:
+        targets.append("mps")
+    checks = []
+    for device in targets:
+        progress({"stage": "live", "device": device})
+        check = live_check(torch, device)
+        progress({"stage": "check", "check": check.to_dict()})
+        checks.append(check)
+    return dataclasses.replace(facts, live_checks=tuple(checks))
 
 
-def probe_torch(*, live: bool = True, timeout_s: float = 30.0) -> TorchFacts:
+def probe_torch(*, live: bool = True, timeout_s: float | None = None,
+                isolate: bool = True) -> TorchFacts:
     """Describe torch's build and devices (live check when ``live``); never raises.
 
-    Runs in a daemon thread so the caller can probe NVML and the host meanwhile and so a
-    hang (a wedged driver during CUDA init) becomes a fact after ``timeout_s``.
+    ``isolate`` (the default) runs it in a child process, so a torch that crashes the
+    interpreter is a fact; ``timeout_s`` bounds it either way.
     """
-    result: list[TorchFacts] = []
+    from devcheck.probe import torchproc  # local: the child never needs the parent's half
 
-    def work() -> None:
-        try:
-            result.append(collect_torch(live))
-        except BaseException as exc:
-            result.append(TorchFacts(imported=False, error=f"torch probe failed: {_short(exc)}"))
+    job = torchproc.torch_job(live=live, isolate=isolate)
+    if timeout_s is None:
+        return job.fn()
+    from devcheck.probe.deadline import run_job
 
-    worker = threading.Thread(target=work, name="devcheck-torch", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if not result:
-        return TorchFacts(error=f"torch probe timed out after {timeout_s:g}s "
-                                "(importing torch or initialising CUDA hung)")
-    return result[0]
+    return run_job(job, timeout_s)
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """The torch probe's child: stages and facts as JSON lines on the original stdout.
+
+    Whatever torch itself prints goes to stderr (fd 1 is pointed there), so stdout carries
+    only this protocol. ``argv``: ``["--no-live"]`` or nothing.
+    """
+    live = "--no-live" not in (sys.argv[1:] if argv is None else argv)
+    out: TextIO = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
+    os.dup2(2, 1)
+
+    def emit(event: dict[str, Any]) -> None:
+        out.write(json.dumps(event, default=str) + "\n")
+        out.flush()
+
+    facts = collect_torch(live, emit)
+    emit({"stage": "done", "facts": facts.to_dict()})
+    out.close()
+    return 0

@@ -79,13 +79,16 @@ def probe_wheel() -> WheelFacts:
                                                   "(no importable 'torch' package)")
     version_file = torch_dir / "version.py"
     try:
-        text = version_file.read_text(encoding="utf-8")
+        data = version_file.read_bytes()
     except OSError as exc:
         return WheelFacts(installed=True, version=_dist_version(), location=str(torch_dir),
                           error=f"could not read {version_file}: {exc.strerror or exc}")
+    # Bytes that are not UTF-8 (a corrupted or hand-edited file) cost those bytes, not the
+    # fact that torch is installed.
+    text = data.decode("utf-8", "replace")
     try:
         return wheel_from_version_file(text, location=str(torch_dir))
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
         return WheelFacts(installed=True, version=_dist_version(), location=str(torch_dir),
                           error=f"could not parse {version_file}: {exc}")
 

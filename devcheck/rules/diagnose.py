@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from devcheck.facts import DoctorFacts, Finding, Severity
+from devcheck.probe.torchenv import LIVE_SIZE
 from devcheck.rules.gpu import (
+    MACHINE_CAUSES,
     Build,
     GiB,
     build_of,
@@ -28,11 +30,10 @@ from devcheck.rules.gpu import (
     rule_nvml,
 )
 
-__all__ = ["RULES", "Build", "build_of", "diagnose", "rule_cpu_only_wheel",
+__all__ = ["RULES", "Build", "build_of", "diagnose", "rule_cpu_only_wheel", "sort_findings",
            "rule_cuda_visible_devices", "rule_driver_too_old", "rule_gpu_arch",
            "rule_gpu_busy", "rule_gpu_lost", "rule_nvml", "worst"]
 
-LIVE_SIZE = 16  # torchenv.LIVE_SIZE, repeated so rules never import the probe
 SHM_MIN_BYTES = 1 * GiB  # Docker's default is 64 MiB; a few batches of images need more
 _ORDER: dict[Severity, int] = {"error": 0, "warn": 1, "info": 2, "ok": 3}
 
@@ -49,7 +50,13 @@ def rule_torch_import(facts: DoctorFacts) -> list[Finding]:
                             "https://pytorch.org/get-started/locally/)")]
         return []
     if t.imported:
-        return []
+        if t.error is None:
+            return []
+        return [Finding("torch_probe_failed", "error", f"torch probe failed: {t.error}",
+                        f"torch {t.version} imported, then: {t.error}",
+                        "run `python -c \"import torch; print(torch.cuda.is_available())\"` to "
+                        "see it for yourself; a crash or hang while initialising CUDA often "
+                        "means a wedged GPU (check `nvidia-smi`, `dmesg` for Xid errors)")]
     if t.import_error is None:
         title = t.error if (t.error or "").startswith("torch probe") else \
             f"torch probe failed: {t.error}"
@@ -75,18 +82,13 @@ def rule_torch_import(facts: DoctorFacts) -> list[Finding]:
 
 # --- torch and the GPUs together ---------------------------------------------------------
 
-_EXPLAINS_NO_CUDA = ("no_gpu", "cpu_only_wheel", "driver_too_old", "cuda_visible_devices",
-                     "no_driver",
-                     "gpu_arch_not_in_wheel", "driver_library_mismatch", "nvml_timeout")
-
-
 def rule_torch_cannot_use_gpu(facts: DoctorFacts, earlier: list[Finding]) -> list[Finding]:
     """NVML sees GPUs, the wheel has CUDA, yet torch says no, and no other rule said why."""
     t, build = facts.torch, build_of(facts)
     gpus = healthy_gpus(facts)
     if t is None or not t.imported or t.cuda_available or not gpus or not build.cuda:
         return []
-    if any(f.id in _EXPLAINS_NO_CUDA and f.severity in ("error", "warn") for f in earlier):
+    if any(f.id in MACHINE_CAUSES and f.severity in ("error", "warn") for f in earlier):
         return []
     reason = (t.cuda_unavailable_reason
               or "torch.cuda.is_available() returned False without a reason")
@@ -242,6 +244,11 @@ def diagnose(facts: DoctorFacts) -> list[Finding]:
     except Exception as exc:
         findings.append(Finding("rule_failed", "warn", "devcheck rule torch_cannot_use_gpu failed",
                                 f"{type(exc).__name__}: {exc}"))
+    return sort_findings(findings)
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    """Worst first; stable, so rules' own order holds within a severity."""
     return sorted(findings, key=lambda f: _ORDER[f.severity])
 
 

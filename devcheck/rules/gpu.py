@@ -24,6 +24,16 @@ GiB = 1024**3
 MiB = 1024**2
 BUSY_MEMORY_FRACTION = 0.9
 BUSY_UTILIZATION_PCT = 90
+# Why no CUDA device is usable, most specific first (the availability's reason is the first
+# of these found). The machine-level causes in the middle also silence the catch-all
+# ``torch_cannot_use_gpu``: they already say why.
+CUDA_REASON_IDS = (
+    "torch_not_installed", "torch_import_failed", "torch_probe_failed", "cpu_only_wheel",
+    "driver_too_old", "driver_library_mismatch", "nvml_timeout", "gpu_arch_not_in_wheel",
+    "cuda_visible_devices", "no_driver", "no_gpu", "torch_cannot_use_gpu", "gpu_lost",
+    "live_check_failed",
+)
+MACHINE_CAUSES = CUDA_REASON_IDS[3:CUDA_REASON_IDS.index("torch_cannot_use_gpu")]
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,8 @@ def mib(n: int | None) -> str:
     return "?" if n is None else f"{n / MiB:,.0f} MiB"
 
 
-def driver_fix(facts: DoctorFacts, build: Build) -> str:
+def driver_fix(facts: DoctorFacts) -> str:
+    """Install a wheel the driver supports (the newest index at or below its CUDA)."""
     index = cuda_index_for(facts.nvml.cuda_driver_version)
     if index:
         return (f"install a wheel this driver supports: `{install_command(index)}` (take "
@@ -88,8 +99,7 @@ def rule_nvml(facts: DoctorFacts) -> list[Finding]:
                         "needs a reboot)", "no_driver")]
     if n.available:
         return []
-    t = facts.torch
-    torch_sees = bool(t is not None and t.cuda_available)
+    torch_sees = bool(facts.torch is not None and facts.torch.cuda_available)
     kind = n.error_kind or "unknown"
     if kind == "bindings_missing":
         return [Finding("nvml_bindings_missing", "info",
@@ -114,40 +124,54 @@ def rule_nvml(facts: DoctorFacts) -> list[Finding]:
     if kind not in ("library_not_found", "driver_not_loaded"):
         return [Finding("nvml_error", "warn", f"NVML failed: {n.error}", n.error or "",
                         "run `nvidia-smi` to see the driver's own error")]
-    what = ("NVML library not found: libnvidia-ml.so.1" if kind == "library_not_found"
+    missing = kind == "library_not_found"
+    what = ("libnvidia-ml.so.1 not found" if missing
             else "the NVIDIA kernel driver is not loaded")
     if torch_sees:
         return [Finding("nvml_missing", "info", f"GPU details unavailable ({what})", n.error or "",
                         "torch uses the GPU anyway; install the driver's NVML library (or mount it "
                         "into the container) for memory/utilization/process details")]
+    return [_no_driver(facts, build, what, missing)]
+
+
+def _no_driver(facts: DoctorFacts, build: Build, what: str, missing: bool) -> Finding:
+    """No driver answers: a machine without an NVIDIA GPU (fine) or a GPU without a driver.
+
+    Said in a beginner's words; the raw NVML error and torch's own sentence are in the facts
+    (and the JSON), so the finding does not repeat them.
+    """
     pci = facts.host.nvidia_pci_devices
-    evidence = [n.error or what]
-    if pci:
-        evidence.append(f"{pci} NVIDIA GPU(s) on the PCI bus")
-    elif pci == 0:
-        evidence.append("no NVIDIA GPU on the PCI bus")
-    if build.cuda:
-        evidence.append(f"{build.label} is built for CUDA {build.cuda} and needs "
-                        f"{min_driver_text(build.cuda)} to use a GPU")
-    if t is not None and t.cuda_unavailable_reason:
-        evidence.append(f"torch says: {t.cuda_unavailable_reason}")
-    container = facts.host.in_container
+    needs = (f"{build.label} is built for CUDA {build.cuda} and needs "
+             f"{min_driver_text(build.cuda)} to use a GPU" if build.cuda else None)
     fix_gpu = (f"install {min_driver_text(build.cuda)} and check it with `nvidia-smi`"
                if build.cuda else "install the NVIDIA driver and check it with `nvidia-smi`")
-    if container:
+    if facts.host.in_container:
         fix_gpu += ("; in a container, start it with GPU access (`docker run --gpus all ...`, "
                     "NVIDIA Container Toolkit) instead")
     if pci:
-        severity: Severity = "error"
-        fix = fix_gpu
-    else:
-        severity = "warn" if build.cuda else "info"
-        smaller = ("; a CPU-only wheel is far smaller: `pip install torch --index-url "
-                   "https://download.pytorch.org/whl/cpu`" if build.cuda else "")
-        fix = (f"no GPU needed? torch runs on the CPU (use device='cpu'){smaller}. "
-               f"To use an NVIDIA GPU: {fix_gpu}")
-    return [Finding("no_driver", severity, f"no NVIDIA driver ({what})", "; ".join(evidence), fix,
-                    "no_driver")]
+        evidence = "; ".join(x for x in (f"{pci} NVIDIA GPU(s) on the PCI bus, but {what}",
+                                         needs) if x)
+        state = "missing" if missing else "not loaded"
+        return Finding("no_driver", "error", f"NVIDIA GPU present, driver {state}", evidence,
+                       fix_gpu, "no_driver")
+    severity: Severity = "warn" if build.cuda else "info"
+    smaller = ("; a CPU-only wheel is far smaller: `pip install torch --index-url "
+               "https://download.pytorch.org/whl/cpu`" if build.cuda else "")
+    if pci == 0:
+        evidence = "no NVIDIA display/3D controller on the PCI bus, and " + what
+        if build.cuda:
+            evidence += (f"; {build.label} is a CUDA build: it runs on the CPU as well, its "
+                         "CUDA part stays unused")
+        return Finding(
+            "no_driver", severity, "no NVIDIA GPU on this machine: torch uses the CPU", evidence,
+            f"nothing to fix for the CPU: use device='cpu'{smaller}. To use a GPU you need a "
+            "machine with an NVIDIA GPU (a cloud or Colab GPU runtime, say)"
+            + (f", where this wheel needs {min_driver_text(build.cuda)}" if build.cuda else ""),
+            "no_driver")
+    evidence = "; ".join(x for x in (f"no NVIDIA driver answers ({what})", needs) if x)
+    return Finding("no_driver", severity, "no NVIDIA driver: torch uses the CPU", evidence,
+                   f"no GPU needed? torch runs on the CPU (use device='cpu'){smaller}. "
+                   f"To use an NVIDIA GPU: {fix_gpu}", "no_driver")
 
 
 def rule_cpu_only_wheel(facts: DoctorFacts) -> list[Finding]:
@@ -163,7 +187,7 @@ def rule_cpu_only_wheel(facts: DoctorFacts) -> list[Finding]:
             else f"{gpus} NVIDIA GPU(s) on the PCI bus")
     return [Finding("cpu_only_wheel", "error", f"this torch build is {kind} ({build.version})",
                     f"{build.label} has no CUDA support (torch.version.cuda is None) but {seen}",
-                    driver_fix(facts, build), "cpu_only_wheel")]
+                    driver_fix(facts), "cpu_only_wheel")]
 
 
 def rule_driver_too_old(facts: DoctorFacts) -> list[Finding]:
@@ -180,7 +204,7 @@ def rule_driver_too_old(facts: DoctorFacts) -> list[Finding]:
                 f"{n.driver_version or '?'} supports CUDA {n.cuda_driver_version or '?'}")
     if torch_says:
         evidence += f"; torch says: {reason}"
-    fix = f"update to {min_driver_text(build.cuda)}, or {driver_fix(facts, build)}"
+    fix = f"update to {min_driver_text(build.cuda)}, or {driver_fix(facts)}"
     if have is not None and have[0] == need[0] and not torch_says:
         return [Finding("driver_too_old", "warn",
                         f"driver's CUDA {n.cuda_driver_version} is older than the wheel's CUDA "
@@ -290,8 +314,10 @@ def rule_cuda_visible_devices(facts: DoctorFacts) -> list[Finding]:
     fix = ("set it to indices that exist (e.g. CUDA_VISIBLE_DEVICES=0,1) or unset it, before "
            "Python starts; torch renumbers the visible GPUs from cuda:0")
     if not visible:
-        if value.strip() in ("", "-1") and not problem:
-            problem = "it is set to hide every GPU"
+        first = value.split(",")[0].strip()
+        if first in ("", "-1"):  # the usual ways to hide the GPUs on purpose
+            problem = (f"{first or 'an empty value'} hides every GPU (CUDA reads entries up to "
+                       "the first one that is not a GPU)")
         severity: Severity = "warn" if total else "info"
         return [Finding("cuda_visible_devices", severity,
                         f"{shown} hides every GPU from torch",

@@ -6,6 +6,7 @@ reads like a story: ``facts(nvml=nvml_gpus(cc="6.1"), torch=torch_cuda(1))``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from devcheck.facts import (
@@ -19,6 +20,7 @@ from devcheck.facts import (
     TorchFacts,
     WheelFacts,
 )
+from devcheck.probe.deadline import Job
 
 GiB = 1024**3
 ARCH_CU130 = ("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
@@ -84,7 +86,7 @@ def torch_cuda(n: int = 1, *, ok: bool = True, capability: str = "8.9",
         arch_list=ARCH_CU130, cuda_available=True, device_count=n,
         devices=tuple(TorchDevice(i, "NVIDIA GeForce RTX 4090", capability, 24 * GiB)
                       for i in range(n)),
-        default_device="cpu", live_checks=tuple(checks), compiled_cuda_version=13000)
+        default_device="cpu", live_checks=tuple(checks))
     base.update(kw)
     return TorchFacts(**base)
 
@@ -95,8 +97,7 @@ def torch_import_failed(error: str = "ImportError: libcudnn.so.9: cannot open sh
 
 
 def torch_timed_out(seconds: float = 30) -> TorchFacts:
-    return TorchFacts(error=f"torch probe timed out after {seconds:g}s (importing torch or "
-                            "initialising CUDA hung)")
+    return TorchFacts(error=f"torch probe timed out after {seconds:g}s while importing torch")
 
 
 def facts(*, host_facts: HostFacts | None = None, nvml: NvmlFacts | None = None,
@@ -112,3 +113,20 @@ def facts(*, host_facts: HostFacts | None = None, nvml: NvmlFacts | None = None,
 def process(pid: int, mib: int | None) -> GpuProcess:
     return GpuProcess(pid=pid, name=f"python{pid}",
                       used_memory_bytes=None if mib is None else mib * 1024**2)
+
+
+def torch_job(result: TorchFacts | Callable[[], TorchFacts]) -> Callable[..., Job[TorchFacts]]:
+    """A stand-in for ``torchproc.torch_job``: the doctor gets ``result`` (or calls it)."""
+    fn = result if callable(result) else (lambda: result)
+
+    def make(**kw: Any) -> Job[TorchFacts]:
+        return Job("torch probe", fn, lambda why: TorchFacts(error=why))
+
+    return make
+
+
+def use_torch(monkeypatch: Any, result: TorchFacts | Callable[[], TorchFacts]) -> None:
+    """Make the doctor's torch probe answer ``result`` (no child process, no torch)."""
+    from devcheck.probe import torchproc
+
+    monkeypatch.setattr(torchproc, "torch_job", torch_job(result))

@@ -57,6 +57,16 @@ class FakeProcess:
 
 
 @dataclass
+class FakeProcessUtil:
+    """One c_nvmlProcessUtilizationSample_t (nvmlDeviceGetProcessUtilization)."""
+
+    pid: int
+    timeStamp: int  # noqa: N815 - microseconds, the binding's own spelling
+    smUtil: int  # noqa: N815
+    memUtil: int = 0  # noqa: N815
+
+
+@dataclass
 class FakeGpu:
     name: str = "NVIDIA GeForce RTX 4090"
     uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
@@ -71,6 +81,10 @@ class FakeGpu:
     processes: list[FakeProcess] = field(default_factory=list)
     failing: dict[str, str] = field(default_factory=dict)  # function name -> error name
     lost: str | None = None  # every per-GPU call raises this error
+    # for devcheck run/watch's sampler (probe/nvml_sample.py):
+    sm_clock_mhz: int = 2520
+    throttle_mask: int = 0  # nvmlClocksEventReason* bits
+    process_util: list[FakeProcessUtil] = field(default_factory=list)
 
 
 @dataclass
@@ -131,6 +145,15 @@ def build_module(sc: Scenario) -> types.ModuleType:
     fn("nvmlDeviceGetComputeRunningProcesses")(lambda g: list(g.processes))
     fn("nvmlDeviceGetGraphicsRunningProcesses")(lambda g: [])
     fn("nvmlSystemGetProcessName")(lambda pid: f"python{pid}".encode())
+    fn("nvmlDeviceGetClockInfo")(lambda g, clock: g.sm_clock_mhz)
+    fn("nvmlDeviceGetCurrentClocksEventReasons")(lambda g: g.throttle_mask)
+
+    @fn("nvmlDeviceGetProcessUtilization")
+    def _process_util(g: FakeGpu, since: int) -> list[FakeProcessUtil]:
+        samples = [u for u in g.process_util if u.timeStamp > since]
+        if not samples:
+            raise ERRORS["NVMLError_NotFound"]()  # the real call's "no sample since then"
+        return samples
     return mod
 
 
@@ -193,3 +216,19 @@ def old_driver() -> Scenario:
 
 def hung_driver(seconds: float = 5.0) -> Scenario:
     return Scenario(hang_s=seconds)
+
+
+def broken_on_import(monkeypatch: pytest.MonkeyPatch, folder: Any, statement: str) -> None:
+    """A real ``pynvml.py`` in ``folder`` whose import runs ``statement`` (e.g. raises)."""
+    from pathlib import Path
+
+    Path(folder, "pynvml.py").write_text(statement + "\n", encoding="utf-8")
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    monkeypatch.syspath_prepend(str(folder))
+
+
+class MalformedProcess:
+    """A process record whose pid is not a number (a binding/driver mismatch)."""
+
+    pid = "not-a-pid"
+    usedGpuMemory = 5  # noqa: N815 - the binding's own spelling
