@@ -1,6 +1,6 @@
 """Pitfall lab and explain speed, against the anchor `python -c "import torch"`.
 
-Target (issue 4): `devcheck pitfalls run --all --device cpu` <= 10x the torch import;
+Target (issues 4, 8): `devcheck pitfalls run --all --device cpu` <= 10x the torch import;
 `explain`, `pitfalls list` and `pitfalls show` never import torch (checked with
 -X importtime, not assumed). Run: .venv/bin/python benchmarks/bench_pitfalls.py
 """
@@ -49,12 +49,18 @@ def main() -> None:
     sweep, out = median_time([py, "-m", "devcheck", "pitfalls", "run", "--all", "--device",
                               "cpu", "--json"], 3)
     summary = json.loads(out)["summary"]
-    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    one, _ = median_time([py, "-m", "devcheck", "pitfalls", "run", "numpy_on_requires_grad",
+                          "--device", "cpu"], 3)
+    total = sum(summary[k] for k in ("passed", "skipped", "failed"))
+    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
+          f"load {os.getloadavg()[0]:.1f}")
     print(f"anchor  python -c 'import torch'                 {anchor:6.2f} s")
     print(f"sweep   devcheck pitfalls run --all --device cpu  {sweep:6.2f} s   "
-          f"= {sweep / anchor:4.1f}x the import (target <= 10x); "
+          f"= {sweep / anchor:4.1f}x the import (target <= 10x); {total} pitfalls: "
           f"{summary['passed']} passed, {summary['skipped']} skipped, "
           f"{summary['failed']} failed")
+    print(f"one     devcheck pitfalls run ID --device cpu     {one:6.2f} s   "
+          f"= {one / anchor:4.1f}x the import (zygote start + 2 phases)")
     big = (LEARNER.read_bytes() * 10) + os.urandom(2_000_000) + b"x" * 8_000_000 \
         + LEARNER.read_bytes()
     with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as f:

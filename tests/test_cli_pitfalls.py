@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,11 @@ from click.testing import CliRunner
 
 from devcheck.cli import cli
 from devcheck.pitfalls import REGISTRY
+from devcheck.probe.devices import MachineFacts
 
-DATA = Path(__file__).parent / "data" / "explain"
+TESTS = Path(__file__).resolve().parent
+DATA = TESTS / "data" / "explain"
+sys.path.insert(0, str(TESTS))  # lab_probes (phases the registry does not have)
 
 
 def invoke(*args: str, stdin: bytes | None = None) -> tuple[int, str]:
@@ -131,18 +135,19 @@ def test_explain_list_show_never_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def _fake_here(**over: object) -> dict[str, object]:
-    base = {"torch_installed": True, "cuda_build": "13.0", "driver": False, "mps": False,
-            "fork": True, "root": True}
+def _machine(**over: object) -> MachineFacts:
+    base: dict[str, object] = {"torch_installed": True, "cuda_build": "13.0",
+                               "driver_cuda_version": None, "mps_capable": False, "fork": True,
+                               "root": True, "linux": True}
     base.update(over)
-    return base
+    return MachineFacts(**base)  # type: ignore[arg-type]
 
 
 def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from devcheck.cli import pitfalls as cli_pitfalls
+    from devcheck.probe import devices
 
-    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=False))
+    monkeypatch.setattr(devices, "probe_machine", lambda: _machine())
     path = str(DATA / "linux_torch_load_cuda_checkpoint.txt")
     code, out = invoke("explain", path)
     assert code == 0 and "On this machine:" in out and "map_location='cpu'" in out
@@ -150,7 +155,7 @@ def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
     assert "no NVIDIA driver" in json.loads(out)["this_machine"]
     code, out = invoke("explain", path, "--no-here")
     assert "On this machine" not in out
-    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(cuda_build=None))
+    monkeypatch.setattr(devices, "probe_machine", lambda: _machine(cuda_build=None))
     assert "CPU-only torch build" in invoke("explain", path)[1]
     # not machine-dependent: nothing added
     code, out = invoke("explain", str(DATA / "learner_windows_notebook.txt"))
@@ -158,11 +163,104 @@ def test_explain_adds_this_machine_facts_for_machine_dependent_pitfalls(
 
 
 def test_list_marks_machine_dependent_pitfalls(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devcheck.cli import pitfalls as cli_pitfalls
+    from devcheck.probe import devices
 
-    monkeypatch.setattr(cli_pitfalls, "_here", lambda: _fake_here(driver=True))
+    monkeypatch.setattr(devices, "probe_machine", lambda: _machine(driver_cuda_version=13000))
     rows = {r["id"]: r for r in json.loads(invoke("pitfalls", "list", "--json")[1])
             ["pitfalls"]}
-    assert rows["no_driver"]["reproducible_here"] is False
+    assert rows["no_driver"] == {**rows["no_driver"], "reproducible_here": False,
+                                 "here": "an NVIDIA driver is installed"}
     assert rows["mixed_devices"]["reproducible_here"] is True
-    assert rows["cpu_only_wheel"]["reproducible_here"] is False
+    assert rows["cpu_only_wheel"]["here"] == "this torch build has CUDA"
+
+
+def test_list_on_this_machine_uses_the_wheel_probe() -> None:
+    """Facts come from probe_wheel (ast over torch/version.py), not a regex of our own."""
+    from devcheck.probe.devices import probe_machine
+    from devcheck.probe.wheel import probe_wheel
+
+    assert probe_machine().cuda_build == probe_wheel().cuda_version
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-5", "0", "1e12", "soon"])
+def test_run_rejects_a_timeout_that_is_not_a_finite_positive_number(value: str) -> None:
+    code, out = invoke("pitfalls", "run", "numpy_on_requires_grad", "--timeout", value)
+    assert code == 2
+    error = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "--timeout" in error[0] and "(0, 86400]" in error[0]
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("value", ["cuda:-1", "cuda:x", "cuda:", "tpu", "CUDA", "cuda:0:1",
+                                   " cpu"])
+def test_run_rejects_a_device_that_is_not_one(value: str) -> None:
+    code, out = invoke("pitfalls", "run", "numpy_on_requires_grad", "--device", value)
+    assert code == 2
+    error = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and repr(value) in error[0] and "cuda:N" in error[0]
+
+
+def test_run_reports_a_timeout_with_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab_probes
+
+    monkeypatch.setitem(REGISTRY, lab_probes.HANGS.id, lab_probes.HANGS)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(TESTS), os.environ.get("PYTHONPATH")])))
+    code, out = invoke("pitfalls", "run", lab_probes.HANGS.id, "--device", "cpu",
+                       "--timeout", "0.5")
+    assert code == 1
+    assert "  reproduce  timed out after 0.5 s (the --timeout limit per phase)" in out
+    assert "FAILED: reproduce timed out after 0.5 s" in out
+
+
+def test_show_lists_related_pitfalls() -> None:
+    p = next(p for p in REGISTRY.values() if p.related)
+    code, out = invoke("pitfalls", "show", p.id)
+    assert code == 0
+    for other in p.related:
+        assert f"See also:  devcheck pitfalls show {other}   ({REGISTRY[other].title})" in out
+    assert json.loads(invoke("pitfalls", "show", p.id, "--json")[1])["related"] == \
+        list(p.related)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_interrupted_sweep_reports_what_finished_and_exits_130(
+        monkeypatch: pytest.MonkeyPatch, as_json: bool) -> None:
+    from devcheck import pitfalls
+    from devcheck.pitfalls import lab
+
+    done = lab.RunResult(id="numpy_on_requires_grad", device="cpu", status="passed",
+                         reason="reproduced it; fixed: ok")
+
+    def run_pitfall(the_lab: object, pitfall_id: str, *args: object) -> lab.RunResult:
+        if pitfall_id == "numpy_on_requires_grad":
+            return done
+        raise KeyboardInterrupt  # Ctrl-C while the next one runs
+
+    monkeypatch.setattr(lab, "run_pitfall", run_pitfall)
+    ids = list(REGISTRY)
+    nxt = ids[ids.index("numpy_on_requires_grad") + 1]
+    monkeypatch.setattr(pitfalls, "all_pitfalls", lambda: [REGISTRY["numpy_on_requires_grad"],
+                                                           REGISTRY[nxt]])
+    result = CliRunner().invoke(cli, ["pitfalls", "run", "--all", "--device", "cpu",
+                                      *(["--json"] if as_json else [])])
+    assert result.exit_code == 130
+    stderr = result.stderr.strip().splitlines()
+    assert stderr == [f"devcheck pitfalls run: stopped by SIGINT while running {nxt} "
+                      "(1 of 2 finished); its processes were killed, nothing is left running"]
+    if as_json:
+        doc = json.loads(result.stdout)
+        assert [r["id"] for r in doc["results"]] == ["numpy_on_requires_grad"]
+        assert doc["interrupted"] == {"signal": "SIGINT", "while_running": nxt}
+        assert doc["summary"]["passed"] == 1
+    else:
+        assert "numpy_on_requires_grad" in result.stdout and "1 passed" in result.stdout
+
+
+def test_run_with_a_bad_lab_mode_says_which_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEVCHECK_LAB_MODE", "bogus")
+    result = CliRunner().invoke(cli, ["pitfalls", "run", "numpy_on_requires_grad"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: lab mode 'bogus' (DEVCHECK_LAB_MODE or mode=) is not one; expected 'fork' or "
+        "'spawn'; unset it to use the default"]

@@ -1,26 +1,34 @@
-"""``devcheck explain`` and ``devcheck pitfalls``: parse, call, render. No torch here.
+"""``devcheck pitfalls``: parse, call, render. No torch here (the lab's children load it).
 
 Exit codes:
-  explain        0 a pitfall matched, 1 nothing matched, 2 usage error (unreadable file)
-  pitfalls run   0 every run passed or was skipped, 1 a run failed, 2 usage (unknown id)
+  pitfalls run   0 every run passed or was skipped, 1 a run failed, 2 usage (unknown id,
+                 bad --device or --timeout), 128+N stopped by signal N (130 for Ctrl-C)
   list / show    0, or 2 for an unknown id
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import re
+import signal
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import Any
 
 import click
 
 from devcheck import pitfalls as registry
+from devcheck.cli.params import FiniteFloat
 from devcheck.pitfalls import Pitfall
 
 _WIDTH = 100
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+MAX_TIMEOUT_S = 86400.0  # a day per phase: beyond that a number is a typo
 
 
 def _wrap(text: str, indent: str) -> str:
@@ -38,69 +46,12 @@ def _pitfall_or_usage(pitfall_id: str) -> Pitfall:
         raise click.BadParameter(str(exc.args[0]), param_hint="ID") from None
 
 
-# ------------------------------------------------------------------ "reproducible here?"
-
-
-def _here() -> dict[str, Any]:
-    """Cheap facts about this machine, without importing torch (or pynvml)."""
-    import importlib.util
-    import multiprocessing
-    import platform
-    import re
-
-    from devcheck.probe.libcuda import driver_cuda_version
-
-    cuda_build: str | None = None
-    spec = importlib.util.find_spec("torch")
-    if spec and spec.submodule_search_locations:
-        path = os.path.join(list(spec.submodule_search_locations)[0], "version.py")
-        try:
-            with open(path, encoding="utf-8") as f:
-                m = re.search(r"^cuda\b[^=\n]*=\s*['\"]([\d.]+)['\"]", f.read(), re.M)
-            cuda_build = m.group(1) if m else None
-        except OSError:
-            pass
-    return {
-        "torch_installed": spec is not None,
-        "cuda_build": cuda_build,
-        "driver": driver_cuda_version() is not None,
-        "mps": sys.platform == "darwin" and platform.machine() == "arm64",
-        "fork": "fork" in multiprocessing.get_all_start_methods(),
-        "root": hasattr(os, "geteuid") and os.geteuid() == 0,
-    }
-
-
-_STATIC: dict[str, Any] = {
-    "cpu_only_wheel": lambda h: "this torch build has CUDA" if h["cuda_build"] else None,
-    "no_driver": lambda h: ("an NVIDIA driver is installed" if h["driver"] else
-                            None if h["cuda_build"] else "this torch build is CPU-only"),
-    "driver_too_old": lambda h: None if h["driver"] and h["cuda_build"] else
-    "needs an NVIDIA driver and a CUDA build",
-    "dataloader_shm_exhausted": lambda h: None if sys.platform.startswith("linux") else
-    "needs Linux",
-}
-
-
-def reproducible_here(pitfall: Pitfall, here: dict[str, Any]) -> tuple[bool, str]:
-    """A quick guess for ``list``; ``run`` decides for real (in a child with torch)."""
-    if not here["torch_installed"]:
-        return False, "torch is not installed"
-    kinds = []
-    for kind in pitfall.device_kinds:
-        if kind == "cpu" or (kind == "cuda" and here["cuda_build"] and here["driver"]) or (
-                kind == "mps" and here["mps"]):
-            kinds.append(kind)
-    if not kinds:
-        return False, "needs " + " or ".join(pitfall.device_kinds)
-    for need in ("fork", "root"):
-        if need in pitfall.needs and not here[need]:
-            return False, f"needs {need}"
-    blocker = _STATIC.get(pitfall.id, lambda h: None)(here)
-    if blocker:
-        return False, blocker
-    if pitfall.precondition is not None:
-        return True, f"on {'/'.join(kinds)}, if this machine fits (checked when run)"
-    return True, f"on {'/'.join(kinds)}"
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--device``: checked before anything runs (``cuda:-1`` and ``cuda:x`` are typos)."""
+    if not _DEVICE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a device; expected auto, cpu, cuda, "
+                                 "cuda:N (N = 0, 1, ...) or mps")
+    return value
 
 
 # ------------------------------------------------------------------ pitfalls group
@@ -115,10 +66,13 @@ def pitfalls() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(as_json: bool) -> None:
     """Every known pitfall: id, needs, reproducible here?, title."""
-    here = _here()
+    from devcheck.probe.devices import probe_machine
+    from devcheck.rules.pitfalls import reproducible_here
+
+    machine = probe_machine()
     rows: list[dict[str, Any]] = []
     for p in registry.all_pitfalls():
-        ok, why = reproducible_here(p, here)
+        ok, why = reproducible_here(p, machine)
         rows.append({"id": p.id, "title": p.title, "needs": list(p.needs),
                      "reproducible_here": ok, "here": why})
     if as_json:
@@ -138,14 +92,14 @@ def show_cmd(pitfall_id: str, as_json: bool) -> None:
     """Symptoms, mechanism, fix and reproduction of one pitfall."""
     p = _pitfall_or_usage(pitfall_id)
     if as_json:
-        click.echo(json.dumps(p.to_dict(), indent=2))
+        click.echo(json.dumps({**p.to_dict(), "related": list(p.related)}, indent=2))
         return
     click.echo(f"{p.id}: {p.title}\nneeds: {', '.join(p.needs)}\n\nSymptoms (known forms):")
     for s in p.symptoms:
         first = s.example.strip().splitlines()[0]
         click.echo(f"  - {first}" + (f"   [{s.variant}]" if s.variant else ""))
     click.echo("\nWhy:\n" + _wrap(p.mechanism, "  "))
-    click.echo("Where in torch:\n" + _wrap(p.source, "  "))
+    click.echo(f"{p.source_label}:\n" + _wrap(p.source, "  "))
     click.echo("\nFix, best first:")
     for i, f in enumerate(p.fixes, 1):
         click.echo(f"  {i}. {f.title}\n{_code(f.code, '       ')}")
@@ -154,6 +108,8 @@ def show_cmd(pitfall_id: str, as_json: bool) -> None:
     if p.cpu_note:
         click.echo("\nNote: " + p.cpu_note)
     click.echo(f"\nReproduce: devcheck pitfalls run {p.id}")
+    for other in p.related:  # pitfalls often confused with this one
+        click.echo(f"See also:  devcheck pitfalls show {other}   ({registry.get(other).title})")
 
 
 def _phase_line(label: str, phase: Any) -> str:
@@ -161,10 +117,10 @@ def _phase_line(label: str, phase: Any) -> str:
         return f"  {label:10} not run"
     if phase.skipped:
         return f"  {label:10} skipped: {phase.skipped}"
-    if phase.timed_out:
-        return f"  {label:10} timed out"
-    if phase.crashed:
-        return f"  {label:10} crashed: {phase.crashed}"
+    if phase.timed_out or phase.crashed:
+        from devcheck.pitfalls.lab import describe
+
+        return f"  {label:10} {describe(phase).removeprefix(phase.phase + ' ')}"
     if phase.raised:
         lines = phase.message.strip().splitlines() or [""]
         last = lines[-1] if len(lines) > 1 else ""
@@ -175,56 +131,123 @@ def _phase_line(label: str, phase: Any) -> str:
     return f"  {label:10} succeeded: {phase.value or 'ok'}  ({phase.duration_s:.2f} s)"
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived (SIGINT arrives as KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception while the lab runs, as Python does for SIGINT.
+
+    Their default action ends the process at once, so the ``with Lab()`` block would never
+    kill the running phase's group; raised, the block unwinds and kills it. (If this
+    process is SIGKILLed, the zygote's parent-death signal does the same job.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped(signum)
+
+    names = ("SIGTERM", "SIGHUP")  # (Windows has SIGTERM only)
+    previous = {s: signal.signal(s, stop) for s in
+                (getattr(signal, n) for n in names if hasattr(signal, n))}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _sweep(ids: list[str], device: str, timeout_s: float,
+           ) -> tuple[list[Any], tuple[int, str] | None]:
+    """Run ``ids`` in one lab; on SIGINT/SIGTERM/SIGHUP stop at once (the lab kills the
+    running phase's process group) and return what finished, with (signal, id running)."""
+    from devcheck.pitfalls import lab
+
+    results: list[Any] = []
+    current = ids[0]
+    try:
+        the_lab = lab.Lab()
+    except ValueError as exc:  # a bad DEVCHECK_LAB_MODE
+        raise click.ClickException(f"{exc}; unset it to use the default") from None
+    try:
+        with _signals_stop_the_run(), the_lab:
+            for current in ids:
+                results.append(lab.run_pitfall(the_lab, current, device, timeout_s))
+    except KeyboardInterrupt:
+        return results, (int(signal.SIGINT), current)
+    except _Stopped as exc:
+        return results, (exc.signum, current)
+    return results, None
+
+
+def _render_one(r: Any) -> None:
+    click.echo(f"{r.id} on {r.device}")
+    click.echo(_phase_line("reproduce", r.reproduce))
+    if r.reproduce and r.reproduce.raised:
+        own = registry.get(r.id).matches_symptom(r.reproduce.error_text)
+        click.echo(f"  {'':10} {'matches' if own else 'does NOT match'} the pitfall's "
+                   "own symptom")
+    click.echo(_phase_line("fixed", r.fixed))
+    click.echo(f"{r.status.upper()}: {r.reason}")
+
+
 @pitfalls.command("run")
 @click.argument("pitfall_id", metavar="[ID]", required=False)
 @click.option("--all", "run_all", is_flag=True, help="Run every pitfall (a machine sweep).")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default="auto", show_default=True, callback=_device,
               help="cpu, cuda, cuda:N, mps, or auto (the best device each pitfall supports).")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True,
-              help="Seconds per phase before the run is killed.")
+              type=FiniteFloat(0, MAX_TIMEOUT_S, low_open=True),
+              help="Seconds per phase before the phase (and its workers) is killed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run_cmd(pitfall_id: str | None, run_all: bool, device: str, timeout_s: float,
             as_json: bool) -> None:
-    """Run a pitfall's failing code, check its error, then run the fix."""
-    from devcheck.pitfalls import lab
+    """Run a pitfall's failing code, check its error, then run the fix.
 
+    Ctrl-C (or SIGTERM) stops the run and every process it started; what finished is
+    still reported, and the exit code is 128 + the signal's number (130 for Ctrl-C).
+    """
     if run_all == (pitfall_id is not None):
         raise click.UsageError("give one pitfall ID or --all")
-    kind = device.split(":")[0]
-    if kind not in ("auto", "cpu", "cuda", "mps"):
-        raise click.BadParameter(f"{device!r}; expected auto, cpu, cuda, cuda:N or mps",
-                                 param_hint="--device")
     ids = [p.id for p in registry.all_pitfalls()] if run_all else [
         _pitfall_or_usage(pitfall_id or "").id]
     start = time.perf_counter()
-    results = lab.run_pitfalls(ids, device, timeout_s)
+    results, stopped = _sweep(ids, device, timeout_s)
     elapsed = time.perf_counter() - start
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "skipped", "failed")}
     names = sorted({r.reproduce.device_name for r in results
                     if r.reproduce and r.reproduce.device_name})
+    interrupted = None if stopped is None else {
+        "signal": signal.Signals(stopped[0]).name, "while_running": stopped[1]}
     if as_json:
-        click.echo(json.dumps({"device": device, "device_names": names,
+        doc: dict[str, Any] = {"device": device, "device_names": names,
                                "results": [r.to_dict() for r in results],
-                               "summary": {**counts, "duration_s": round(elapsed, 3)}},
-                              indent=2))
+                               "summary": {**counts, "duration_s": round(elapsed, 3)}}
+        if interrupted:
+            doc["interrupted"] = interrupted
+        click.echo(json.dumps(doc, indent=2))
     elif run_all:
         click.echo(f"{'ID':34} {'DEVICE':8} {'STATUS':8} {'TIME':>6}  REASON")
         for r in results:
             click.echo(f"{r.id:34} {r.device:8} {r.status:8} {r.duration_s:5.2f}s  "
                        f"{r.reason[:110]}")
-    else:
-        r = results[0]
-        click.echo(f"{r.id} on {r.device}")
-        click.echo(_phase_line("reproduce", r.reproduce))
-        if r.reproduce and r.reproduce.raised:
-            own = registry.get(r.id).matches_symptom(r.reproduce.error_text)
-            click.echo(f"  {'':10} {'matches' if own else 'does NOT match'} the pitfall's "
-                       "own symptom")
-        click.echo(_phase_line("fixed", r.fixed))
-        click.echo(f"{r.status.upper()}: {r.reason}")
-    if not as_json:
+    elif results:
+        _render_one(results[0])
+    if not as_json and (results or not stopped):
         on = f"; ran on {', '.join(names)}" if names else ""
         click.echo(f"\n{counts['passed']} passed, {counts['skipped']} skipped, "
                    f"{counts['failed']} failed in {elapsed:.1f} s (device {device}{on})")
+    if stopped is not None:
+        click.echo(f"devcheck pitfalls run: stopped by {interrupted and interrupted['signal']} "
+                   f"while running {stopped[1]} ({len(results)} of {len(ids)} finished); its "
+                   "processes were killed, nothing is left running", err=True)
+        sys.exit(128 + stopped[0])
     if counts["failed"]:
         sys.exit(1)

@@ -1,23 +1,9 @@
-"""What the driver/build pitfalls share: the reproduction and the fix (driver facts come from
-``devcheck.probe.libcuda``)."""
+"""What the driver/build pitfalls (``cpu_only_wheel``, ``no_driver``, ``driver_too_old``)
+share: the reproduction and the fix. Their preconditions ask ``devcheck.probe.devices``."""
 
 from __future__ import annotations
 
-from devcheck.probe.libcuda import cuda_version_str as fmt
-from devcheck.probe.libcuda import driver_cuda_version
-
-__all__ = ["driver_cuda_version", "fmt", "wheel_cuda_version", "first_cuda_tensor",
-           "fall_back_to_cpu"]
-
-
-def wheel_cuda_version() -> int | None:
-    """The CUDA runtime this torch build bundles, as 13000 for '13.0'; None for CPU builds."""
-    import torch
-
-    if not torch.version.cuda:
-        return None
-    major, minor = (int(p) for p in torch.version.cuda.split(".")[:2])
-    return major * 1000 + minor * 10
+__all__ = ["fall_back_to_cpu", "first_cuda_tensor"]
 
 
 def first_cuda_tensor(device: str) -> None:
