@@ -1,88 +1,111 @@
 """Error text in, ranked pitfalls out: ``devcheck explain``, the IPython hook, the trainer.
 
 Pure text work: the input is never executed or evaluated, torch is never imported, and
-cost stays linear in the input. Each symptom has a literal *anchor*; anchors are found
-with ``str.find`` and a symptom's regex only runs on a small window around each hit, so
-a 10 MB log or binary junk costs a few passes of C-speed substring search, and no pattern
-can backtrack over the whole input.
+cost stays linear in the input. The input is *streamed*: read in windows of
+``WINDOW_CHARS`` that overlap by ``OVERLAP_CHARS``, so a message split across two reads is
+still seen whole, and only bounded state survives a window (the best hit per symptom,
+the frames, hints and CUDA error numbers seen, the last exception lines, a few facts).
+Any length is read in bounded memory, and every character is read (reading and scanning:
+:mod:`devcheck.pitfalls._stream`; this module ranks and explains).
 
-Evidence, strongest first: a known message form (weighted by how exact the form is), a
-message cut mid-line that is a prefix of a known form, the source files in the traceback
-(``sampler.py`` + ``_device.py`` identify the default-device case even without a message),
-and a few hint words that break ties between pitfalls sharing one message.
+Each symptom has a literal *anchor*; anchors are found with ``str.find`` and a symptom's
+regex only runs on a small span around each hit, so no pattern can backtrack over the
+whole input. Evidence, strongest first: a known message form (weighted by how exact the
+form is), an old-style CUDA error number (``cuda runtime error (2)``), a message cut
+mid-line that is a prefix of a known form, the source files in the traceback, and hint
+words that break ties between pitfalls sharing one message.
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from devcheck.facts import ToDict
+from devcheck.pitfalls._base import Fix, Pitfall, Symptom
+from devcheck.pitfalls._stream import (
+    _EXC_LINE,
+    MAX_READ_CHARS,
+    OVERLAP_CHARS,
+    READ_BYTES,
+    WINDOW_CHARS,
+    Scan,
+    decode,
+    decode_chunks,
+    normalize,
+    scan,
+)
+from devcheck.pitfalls._textfacts import TextFacts
 
-MAX_CHARS = 4_000_000  # longer input: keep the head and the (more telling) tail
-_HEAD_CHARS = 1_000_000
-_WINDOW_BEFORE, _WINDOW_AFTER = 300, 700
-_MAX_HITS_PER_ANCHOR = 25
 FRAME_BONUS = 0.15
 HINT_BONUS, HINT_CAP = 0.05, 0.15
+CODE_WEIGHT = 0.85  # "cuda runtime error (N)": the number is exact, the wording is old
 FRAMES_ONLY_BASE = 0.45  # every listed frame present, no message: still a strong lead
+YIELD_BONUS = 0.1
 MIN_SCORE = 0.3
 
-_ANSI = re.compile(r"\x1b\[[0-?]{0,32}[ -/]{0,8}[@-~]|\x1b\][^\x07\x1b]{0,2000}(?:\x07|\x1b\\)?"
-                   r"|\x1b[@-Z\\-_]")
-_CONTROL = {c: None for c in range(32) if c not in (9, 10)}
-_CONTROL[127] = None
-_EXC_LINE = re.compile(r"^[ \t>|-]{0,12}(?:[\w.]{1,80}\.)?(\w{1,60}(?:Error|Exception|Warning|"
-                       r"Interrupt))[ \t]{0,4}:[ \t]{0,4}(.{8,400})$")
 _QUOTED = re.compile(r"(?<![A-Za-z])'[^'\n]{0,60}'?")  # quoted values, not "can't"
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
+class FixText(ToDict):
+    title: str
+    code: str
+
+
+@dataclass(frozen=True)
 class Match(ToDict):
     """One pitfall that fits the text. ``score`` ranks matches (>= 0.9: an exact known
-    message; frames and hints add to it); it is not a probability."""
+    message; frames and hints add to it); it is not a probability: ``confidence`` says it
+    in a word (high: a known message; medium: an old or cut wording, or the traceback's
+    frames; low: hints alone)."""
 
     id: str
     score: float
+    confidence: str
     title: str
     mechanism: str
-    fix: str
-    fix_code: str
+    fix: str  # the fix titles, numbered (one line each)
+    fixes: tuple[FixText, ...]
     reproduce_command: str
     source: str = ""
+    source_label: str = "Where in torch"
     symptom: str | None = None  # the line of the input that matched
     variant: str = ""
     evidence: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the text (and this machine) say, for this error
     warnings: tuple[str, ...] = field(default=())
 
 
-def decode(data: bytes) -> str:
-    """Bytes from a file or pipe to text, whatever the encoding junk."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16", "replace")
-    return data.decode("utf-8", "replace")
+@dataclass(frozen=True)
+class Explanation:
+    """The ranked matches, how many characters were really read, and what the text says
+    about its machine. ``with_machine`` re-fits the advice to a machine's facts."""
+
+    matches: list[Match]
+    chars_read: int
+    facts: TextFacts
+    limit: int = 5
+    truncated: bool = False  # reading stopped at MAX_READ_CHARS
+    state: Any = field(default=None, repr=False, compare=False)  # the bounded scan state
+
+    def with_machine(self, machine: Any) -> Explanation:
+        if self.state is None or not self.matches:
+            return self
+        ranked = _rank(self.state, machine)
+        return replace(self, matches=[m for _, m in ranked[:self.limit]])
 
 
-def normalize(text: str) -> tuple[str, bool]:
-    """Cap the size, drop ANSI colour codes and control characters, unify newlines."""
-    truncated = len(text) > MAX_CHARS
-    if truncated:
-        text = text[:_HEAD_CHARS] + "\n" + text[-(MAX_CHARS - _HEAD_CHARS):]
-    if "\x1b" in text:
-        text = _ANSI.sub("", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return text.translate(_CONTROL), truncated
+def confidence(score: float) -> str:
+    return "high" if score >= 0.85 else "medium" if score >= 0.6 else "low"
 
 
-def _line_at(text: str, index: int) -> str:
-    start = text.rfind("\n", max(0, index - 400), index) + 1
-    end = text.find("\n", index, index + 400)
-    return text[start: end if end != -1 else index + 400].strip()[:300]
+# ------------------------------------------------------------------ ranking
 
 
 def _canon(message: str) -> str:
@@ -96,38 +119,7 @@ def _example_message(example: str) -> str:
     return m.group(2) if m else first
 
 
-def _exception_lines(text: str) -> list[str]:
-    """Candidate 'SomeError: message' lines near the end (where tracebacks end)."""
-    tail = text[-200_000:]
-    found = []
-    for line in tail.splitlines()[-400:]:
-        if ":" in line and len(line) < 600:
-            m = _EXC_LINE.match(line.rstrip())
-            if m:
-                found.append(m.group(2).strip())
-    return found[-40:]
-
-
-def _find_symptom(pitfall: Any, text: str, low: str) -> tuple[float, str | None, str, str]:
-    """Best (weight, matched line, variant, device) among the pitfall's symptom forms."""
-    best: tuple[float, str | None, str, str] = (0.0, None, "", "")
-    for symptom in pitfall.symptoms:
-        if symptom.weight <= best[0]:
-            continue
-        rx = symptom.compiled()
-        pos, hits = low.find(symptom.anchor), 0
-        while pos != -1 and hits < _MAX_HITS_PER_ANCHOR:
-            lo = max(0, pos - _WINDOW_BEFORE)
-            m = rx.search(text, lo, pos + len(symptom.anchor) + _WINDOW_AFTER)
-            if m:
-                device = m.groupdict().get("device") or ""
-                best = (symptom.weight, _line_at(text, m.start()), symptom.variant, device)
-                break
-            pos, hits = low.find(symptom.anchor, pos + 1), hits + 1
-    return best
-
-
-def _find_cut(pitfall: Any, candidates: list[str]) -> tuple[float, str | None]:
+def _find_cut(pitfall: Pitfall, candidates: Iterable[str]) -> tuple[float, str | None]:
     """A message cut mid-line: the input's exception line is a prefix of a known form."""
     best: tuple[float, str | None] = (0.0, None)
     for cand in candidates:
@@ -143,69 +135,112 @@ def _find_cut(pitfall: Any, candidates: list[str]) -> tuple[float, str | None]:
     return best
 
 
-def _frames_seen(pitfall: Any, slashed_low: str, slashed: str) -> list[str]:
-    seen = []
-    for frame in pitfall.frames:
-        pos = slashed_low.rfind(frame.lower())
-        if pos != -1:
-            seen.append(_line_at(slashed, pos)[-160:])
-    return seen
+def _best_symptom(p: Pitfall, st: Scan) -> tuple[float, Symptom | None, str | None, str]:
+    best: tuple[float, Symptom | None, str | None, str] = (0.0, None, None, "")
+    for i, s in enumerate(p.symptoms):
+        hit = st.hits.get((p.id, i))
+        if hit is None or (s.requires and s.requires not in st.literals):
+            continue
+        if s.weight > best[0]:
+            best = (s.weight, s, hit[0], hit[1])
+    for code, line in st.codes.items():
+        if code in p.cuda_errors and CODE_WEIGHT > best[0]:
+            best = (CODE_WEIGHT, None, line, "")
+    return best
 
 
-def explain_text(text: str, *, limit: int = 5) -> list[Match]:
-    """Rank the pitfalls that fit an error message or traceback (best first)."""
-    from devcheck.pitfalls import all_pitfalls
-
-    if not text or not text.strip():
-        return []
-    text, truncated = normalize(text)
-    low = text.lower()
-    slashed = text.replace("\\", "/") if "\\" in text else text
-    slashed_low = slashed.lower()
-    candidates = _exception_lines(text)
-    ranked: list[tuple[float, Match]] = []
-    for pitfall in all_pitfalls():
-        weight, line, variant, device = _find_symptom(pitfall, text, low)
+def _rank(st: Scan, machine: Any = None) -> list[tuple[float, Match]]:
+    facts = st.facts.facts()
+    ranked: dict[str, tuple[float, Match]] = {}
+    for p in st.pitfalls:
+        weight, symptom, line, device = _best_symptom(p, st)
         evidence: list[str] = []
         if line is not None:
+            variant = symptom.variant if symptom else "old wording: CUDA error number"
             evidence.append(f"message: {line}" + (f" ({variant})" if variant else ""))
         else:
-            weight, line = _find_cut(pitfall, candidates)
+            weight, line = _find_cut(p, st.exc_lines)
             if line is not None:
                 evidence.append(f"message (cut): {line}")
-        frames = _frames_seen(pitfall, slashed_low, slashed)
+        frames = [st.frames[(p.id, f)] for f in p.frames if (p.id, f) in st.frames]
         evidence.extend(f"frame: {f}" for f in frames)
         raw = weight + FRAME_BONUS * len(frames)
         if weight == 0.0:
-            if len(pitfall.frames) < 2 or len(frames) < len(pitfall.frames):
+            if len(p.frames) < 2 or len(frames) < len(p.frames):
                 continue
             raw += FRAMES_ONLY_BASE
-        hints = [h for h in pitfall.hints if h.lower() in low]
+        hints = [h for h in p.hints if h.lower() in st.literals]
         raw += min(HINT_CAP, HINT_BONUS * len(hints))
         evidence.extend(f"hint: {h}" for h in hints)
-        if raw < MIN_SCORE:
-            continue
-        if truncated:
-            evidence.append(f"input over {MAX_CHARS} characters: only its head and tail "
-                            "were read")
-        ranked.append((raw, _match(pitfall, round(raw, 3), line, variant, device, evidence)))
-    ranked.sort(key=lambda pair: (-pair[0], pair[1].id))
-    return [m for _, m in ranked[:max(0, limit)]]
+        if raw >= MIN_SCORE:
+            ranked[p.id] = (raw, _match(p, raw, symptom, line, device, evidence, facts,
+                                        machine))
+    _apply_yields(st, ranked, facts, machine)
+    return sorted(ranked.values(), key=lambda pair: (-pair[0], pair[1].id))
 
 
-def _match(pitfall: Any, score: float, line: str | None, variant: str, device: str,
-           evidence: list[str]) -> Match:
-    dev = device.split(":")[0]
+def _apply_yields(st: Scan, ranked: dict[str, tuple[float, Match]], facts: TextFacts,
+                  machine: Any) -> None:
+    """A message raised inside a torch frame that proves another cause: that cause first."""
+    from devcheck.pitfalls import REGISTRY
+
+    for pid, (score, m) in list(ranked.items()):
+        for literal, target in REGISTRY[pid].yields_to:
+            if literal.lower() not in st.literals or target not in REGISTRY:
+                continue
+            new = score + YIELD_BONUS
+            if target in ranked and ranked[target][0] >= new:
+                continue
+            old = ranked.get(target)
+            evidence = (f"raised inside {literal}: the error comes from torch's own code, "
+                        f"so the cause is {target}, not {pid}", *m.evidence)
+            if old is not None:
+                evidence += tuple(e for e in old[1].evidence if e not in evidence)
+            t = REGISTRY[target]
+            ranked[target] = (new, _match(t, new, None, m.symptom, "", list(evidence), facts,
+                                          machine))
+
+
+def _match(p: Pitfall, score: float, symptom: Symptom | None, line: str | None, device: str,
+           evidence: list[str], facts: TextFacts, machine: Any) -> Match:
+    from devcheck.pitfalls._advice import tailor
+
+    dev = device.split(":")[0].lower()
     if dev not in ("cuda", "mps", "xpu"):  # the message named no accelerator: say cuda
         dev = "cuda"
+    mechanism, fixes, warnings = p.texts(dev, symptom)
+    advice = tailor(p.id, fixes, facts, machine)
+    fix_items = tuple(FixText(f.title, f.code.strip()) for f in advice.fixes)
     return Match(
-        id=pitfall.id, score=score, title=pitfall.title,
-        mechanism=pitfall.mechanism.replace("{device}", dev),
-        fix=pitfall.fix_text, fix_code=pitfall.fix_code,
-        reproduce_command=f"devcheck pitfalls run {pitfall.id}",
-        source=pitfall.source, symptom=line, variant=variant,
-        evidence=tuple(evidence), warnings=pitfall.warnings,
+        id=p.id, score=round(score, 3), confidence=confidence(score), title=p.title,
+        mechanism=mechanism,
+        fix="\n".join(f"{i}. {f.title}" for i, f in enumerate(fix_items, 1)),
+        fixes=fix_items, reproduce_command=f"devcheck pitfalls run {p.id}",
+        source=p.source, source_label=p.source_label, symptom=line,
+        variant=symptom.variant if symptom else "", evidence=tuple(evidence),
+        notes=advice.notes, warnings=warnings,
     )
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def explain_stream(texts: Iterable[str], *, limit: int = 5, machine: Any = None) -> Explanation:
+    """Rank the pitfalls that fit a streamed text (best first); bounded memory."""
+    st = scan(texts)
+    if not st.hits and not st.codes and not st.frames and not st.exc_lines:
+        return Explanation([], st.chars, st.facts.facts(), limit, st.truncated)
+    ranked = _rank(st, machine)
+    return Explanation([m for _, m in ranked[:max(0, limit)]], st.chars, st.facts.facts(),
+                       limit, st.truncated, st)
+
+
+def explain_text(text: str, *, limit: int = 5, machine: Any = None) -> list[Match]:
+    """Rank the pitfalls that fit an error message or traceback (best first)."""
+    if not text or not text.strip():
+        return []
+    chunks = (text[i:i + WINDOW_CHARS] for i in range(0, len(text), WINDOW_CHARS))
+    return explain_stream(chunks, limit=limit, machine=machine).matches
 
 
 def explain_exception(exc: BaseException, *, limit: int = 5) -> list[Match]:
@@ -214,34 +249,13 @@ def explain_exception(exc: BaseException, *, limit: int = 5) -> list[Match]:
     return explain_text(text, limit=limit)
 
 
-def _wrap(text: str, indent: str, width: int = 100) -> str:
-    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+__all__ = ["MAX_READ_CHARS", "OVERLAP_CHARS", "READ_BYTES", "WINDOW_CHARS", "Explanation",
+           "Fix", "FixText", "Match", "confidence", "decode", "decode_chunks", "explain_exception",
+           "explain_stream", "explain_text", "normalize", "render"]
 
 
 def render(matches: list[Match], n_chars: int) -> str:
     """The text a person reads (CLI, notebook): top match in full, others in brief."""
-    if not matches:
-        return (f"No known device pitfall matches this text ({n_chars} characters read).\n"
-                "If the problem is GPU setup (driver, wheel, visibility), run `devcheck "
-                "doctor`;\n`devcheck pitfalls list` shows every pitfall devcheck knows.")
-    top, rest = matches[0], matches[1:]
-    out = [f"Most likely: {top.id} (score {top.score:.2f})", f"  {top.title}", "", "Seen:"]
-    out += [f"  - {e}" for e in top.evidence[:8]]
-    out += ["", "Why:", _wrap(top.mechanism, "  "), _wrap(f"Where: {top.source}", "  "), "",
-            "Fix, best first:"]
-    for block in top.fix_code.split("\n\n# "):
-        head, _, code = block.partition("\n")
-        out.append("  " + head.lstrip("# "))
-        if code:
-            out.append(textwrap.indent(code.strip(), "       "))
-    if top.warnings:
-        out += ["", "Watch out:"] + [_wrap(w, "  - ").replace("  - ", "  - ", 1).replace(
-            "\n  - ", "\n    ") for w in top.warnings]
-    out += ["", f"See it fail and the fix pass: {top.reproduce_command}"]
-    if rest:
-        out += ["", "Also possible:"]
-        for m in rest:
-            first_fix = m.fix.splitlines()[0].split(". ", 1)[-1] if m.fix else ""
-            out += [f"  {m.id} (score {m.score:.2f}): {m.title}", f"    fix: {first_fix}",
-                    f"    {m.reproduce_command}"]
-    return "\n".join(out)
+    from devcheck.pitfalls._render import render as _render
+
+    return _render(matches, n_chars)
