@@ -1,0 +1,239 @@
+"""Reading what ``devcheck lint`` checks: ``.py`` files, Jupyter notebooks, directories.
+
+A notebook is analysed as one module made of its code cells in order (a notebook runs its
+cells in one namespace, so ``set_default_device`` in cell 1 matters to a DataLoader in cell
+5), with IPython-only lines (``%magic``, ``!shell``, ``x = !cmd``, ``obj?``) replaced by
+``pass`` so every cell parses; positions map back to ``(cell, line)``. A cell that still does
+not parse is reported and left out; the other cells are checked.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+import tokenize
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devcheck.lint._types import ParseError
+
+# Directories never worth linting: environments, VCS data, caches, build output.
+SKIP_DIRS = frozenset({
+    ".venv", "venv", ".env", "env", ".git", ".hg", ".svn", "__pycache__", "build", "dist",
+    "node_modules", ".tox", ".nox", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+    ".ipynb_checkpoints", "site-packages", ".eggs",
+})
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+_MAGIC = re.compile(r"^(\s*)(?:[%!]|[\w.\[\]'\" ,]+=\s*[%!])")
+_HELP = re.compile(r"^(\s*)[\w.]+\?{1,2}\s*$")
+# Cell magics whose body is still Python.
+_PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture", "%%prun", "%%debug")
+
+
+@dataclass
+class Cell:
+    """One code cell: where it sits in the notebook and in the analysed text."""
+
+    number: int  # 1-based among code cells (markdown cells are not counted)
+    index: int  # position in the notebook's "cells" list
+    start_line: int  # 1-based first line in the analysed text
+    n_lines: int
+    source: str  # the cell's original source
+
+
+@dataclass
+class Source:
+    """A file ready for the rules: analysed text, tree, and the way back to the file."""
+
+    path: str
+    kind: str  # "py" or "ipynb"
+    text: str  # what was parsed (notebook: joined code cells, magics blanked)
+    lines: list[str] = field(default_factory=list)
+    tree: ast.Module | None = None
+    errors: list[ParseError] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+    notebook: dict[str, Any] | None = None  # the parsed JSON, kept for --fix
+    newline: str = "\n"
+    encoding: str = "utf-8"
+    json_indent: int = 1  # a notebook's JSON indentation, kept when --fix writes it back
+
+    def cell_at(self, line: int) -> tuple[int | None, int]:
+        """(code-cell number, line inside it) for a line of the analysed text."""
+        if self.kind != "ipynb":
+            return None, line
+        for cell in self.cells:
+            if cell.n_lines and cell.start_line <= line < cell.start_line + cell.n_lines:
+                return cell.number, line - cell.start_line + 1
+        return None, line
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines as ``ast`` numbers them (\\r\\n, \\r and \\n all end a line), without endings."""
+    return _NEWLINE.split(text)
+
+
+def _syntax_error(path: str, exc: SyntaxError, line_offset: int = 0,
+                  cell: int | None = None) -> ParseError:
+    line = (exc.lineno or 1) - line_offset if exc.lineno is not None else None
+    return ParseError(path=path, message=f"cannot parse: {exc.msg}", line=line,
+                      col=exc.offset, cell=cell)
+
+
+def decode_python(data: bytes) -> tuple[str, str]:
+    """Text and encoding of a .py file, honouring a PEP 263 coding line."""
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    text = data.decode(encoding)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, encoding
+
+
+def read_python(path: str, data: bytes) -> Source:
+    try:
+        text, encoding = decode_python(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+        return Source(path, "py", "", errors=[ParseError(
+            path, f"cannot decode: {exc}; expected UTF-8 or a valid '# coding:' line")])
+    src = Source(path, "py", text, split_lines(text), encoding=encoding,
+                 newline=_newline_of(text))
+    try:
+        src.tree = ast.parse(text, filename=path, type_comments=False)
+    except SyntaxError as exc:
+        src.errors.append(_syntax_error(path, exc))
+    except ValueError as exc:  # null bytes
+        src.errors.append(ParseError(path, f"cannot parse: {exc}"))
+    except (RecursionError, MemoryError):
+        src.errors.append(ParseError(path, "cannot parse: nested too deeply for Python's "
+                                     "parser; split the expression"))
+    return src
+
+
+def _newline_of(text: str) -> str:
+    m = _NEWLINE.search(text)
+    return m.group(0) if m else "\n"
+
+
+def blank_magics(cell_source: str) -> str:
+    """The cell with IPython-only lines turned into ``pass`` (same line count and indent)."""
+    lines = split_lines(cell_source)
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%"):
+        python_body = first.split()[0] in _PYTHON_CELL_MAGICS
+        return "\n".join(["pass"] + (lines[1:] if python_body else ["" for _ in lines[1:]]))
+    out = []
+    for line in lines:
+        m = _MAGIC.match(line) or _HELP.match(line)
+        out.append(f"{m.group(1)}pass" if m else line)
+    return "\n".join(out)
+
+
+def _cell_text(cell: dict[str, Any]) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else str(src)
+
+
+def read_notebook(path: str, data: bytes) -> Source:
+    try:
+        nb = json.loads(data.decode("utf-8-sig"))
+        cells_json = nb["cells"]
+        if not isinstance(cells_json, list):
+            raise TypeError("'cells' is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        return Source(path, "ipynb", "", errors=[ParseError(
+            path, f"not a Jupyter notebook ({exc}); expected nbformat 4 JSON with 'cells'")])
+    parts: list[str] = []
+    src = Source(path, "ipynb", "", notebook=nb, json_indent=_json_indent(data))
+    line = 1
+    number = 0
+    for index, cell in enumerate(cells_json):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        number += 1
+        original = _cell_text(cell)
+        body = blank_magics(original).rstrip("\n")
+        n = len(split_lines(body)) if body else 0
+        try:
+            ast.parse(body or "pass")
+        except (RecursionError, MemoryError):
+            src.errors.append(ParseError(path, "cannot parse: nested too deeply", cell=number))
+            body = "\n" * max(n - 1, 0)
+        except SyntaxError as exc:
+            src.errors.append(_syntax_error(path, exc, cell=number))
+            body = "\n" * max(n - 1, 0)  # keep the numbering, drop the code
+        except ValueError as exc:
+            src.errors.append(ParseError(path, f"cannot parse: {exc}", cell=number))
+            body = "\n" * max(n - 1, 0)
+        src.cells.append(Cell(number, index, line, n, original))
+        if n:
+            parts.append(body + "\n")
+            line += n
+    src.text = "".join(parts)
+    src.lines = split_lines(src.text)
+    try:
+        src.tree = ast.parse(src.text, filename=path)
+    except (RecursionError, MemoryError):
+        src.errors.append(ParseError(path, "cannot parse: nested too deeply for Python's "
+                                     "parser; split the expression"))
+    except SyntaxError as exc:  # cells parse alone but not together (rare): say where
+        cell, cline = src.cell_at(exc.lineno or 1)
+        src.errors.append(ParseError(path, f"cannot parse: {exc.msg}", cline, exc.offset, cell))
+    return src
+
+
+def _json_indent(data: bytes) -> int:
+    m = re.match(rb"\s*[{\[]\r?\n( +)", data)
+    return len(m.group(1)) if m else 1
+
+
+def read_source(path: Path, display: str | None = None) -> Source:
+    """Read and parse one file; unreadable or unparsable files come back with ``errors``."""
+    name = display or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return Source(name, "py", "", errors=[ParseError(
+            name, f"cannot read: {exc.strerror or exc}; check the path and its permissions")])
+    if path.suffix == ".ipynb":
+        return read_notebook(name, data)
+    return read_python(name, data)
+
+
+def iter_files(paths: list[Path]) -> Iterator[Path]:
+    """Files to lint: each named file, and every .py/.ipynb under each named directory.
+
+    Directories are walked in sorted order (stable output) and ``SKIP_DIRS``, hidden
+    directories and ``*.egg-info`` are skipped; a missing path raises FileNotFoundError.
+    """
+    seen: set[Path] = set()
+    for root in paths:
+        if not root.exists():
+            raise FileNotFoundError(str(root))
+        if root.is_file():
+            candidates: Iterator[Path] = iter([root])
+        else:
+            candidates = _walk(root)
+        for f in candidates:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield f
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    try:
+        entries = sorted(root.iterdir(), key=lambda p: p.name)
+    except OSError:
+        return
+    for p in entries:
+        if p.is_dir():
+            if p.name in SKIP_DIRS or p.name.endswith(".egg-info") or (
+                    p.name.startswith(".") and p.name not in (".", "..")):
+                continue
+            if not p.is_symlink():
+                yield from _walk(p)
+        elif p.suffix in (".py", ".ipynb") and p.is_file():
+            yield p
