@@ -1,0 +1,107 @@
+"""``devcheck run [OPTIONS] -- COMMAND [ARGS...]``: run a job and say how it used the GPU.
+
+Thin: parse, call :func:`devcheck.run.job.run_job`, print. The job's own stdout stays
+clean (``devcheck run -- cmd > out.txt`` writes what ``cmd`` alone would): the summary
+goes to stderr, and ``--json`` prints the summary document as the last line of stdout.
+Exit code: the job's (128+N when signal N ended it); 127/126 when the command cannot be
+started; 2 for usage errors; 1 when an output folder cannot be created.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from devcheck.cli.params import FiniteFloat
+
+if TYPE_CHECKING:
+    from devcheck.run.job import RunOutcome
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
+@click.option("--interval", "-i", "interval_s", type=FiniteFloat(0.01, 3600.0), default=0.25,
+              show_default=True, help="Seconds between samples (0.25 = 4 Hz).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for timeline.jsonl, summary.json, timeline.png "
+                   "[default: runs/devcheck-run-<time>/].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary as one JSON line at the end of stdout.")
+@click.option("--no-plot", is_flag=True, help="Do not draw timeline.png (skips matplotlib).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(interval_s: float, out_dir: Path | None, as_json: bool, no_plot: bool,
+        command: tuple[str, ...]) -> None:
+    """Run COMMAND, sample its GPUs and processes, and explain how it used them.
+
+    \b
+    devcheck run -- python train.py --epochs 3
+    devcheck run -i 1 --out runs/exp1 -- bash train.sh
+
+    Exit code: the command's own (128+N for signal N).
+    """
+    from devcheck.fileio import OutputError
+    from devcheck.run import job as job_mod
+    from devcheck.run.runner import LaunchError
+
+    argv = list(command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise click.UsageError("no command given: devcheck run [OPTIONS] -- COMMAND [ARGS...]")
+    try:
+        folder = job_mod.prepare_out_dir(out_dir or job_mod.default_out_dir())
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        outcome = job_mod.run_job(argv, interval_s=interval_s, out_dir=folder,
+                                  plot=not no_plot, dedicated=True)
+    except LaunchError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        _remove_if_empty(folder, out_dir is None)
+        sys.exit(exc.exit_code)
+    except OutputError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print(outcome, as_json)
+    sys.exit(outcome.job.exit_code)
+
+
+def _remove_if_empty(folder: Path, created_by_default: bool) -> None:
+    if created_by_default:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def _print(outcome: RunOutcome, as_json: bool) -> None:
+    from devcheck.run.report import render_text
+
+    for warning in outcome.warnings:
+        click.echo(f"[devcheck] warning: {warning}", err=True)
+    try:
+        click.echo(render_text(outcome.summary), err=True)
+        if as_json:
+            click.echo(outcome.summary.to_json(indent=None))
+    except (BrokenPipeError, OSError):
+        pass  # a closed stdout/stderr must not change the job's exit code
+
+
+def watch_gpus(interval_s: float, as_json: bool) -> None:
+    """``devcheck gpus --watch``: print frames until Ctrl-C (exit 0) or a closed pipe."""
+    from devcheck.run.gpuwatch import frames
+
+    tty = sys.stdout.isatty() and not as_json
+    try:
+        for frame in frames(interval_s, as_json, tty=tty):
+            click.echo(frame)  # click flushes: a JSONL reader gets each line at once
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `devcheck gpus --watch --json | head -3`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit flush
+        except OSError:
+            pass
