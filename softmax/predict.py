@@ -1,8 +1,9 @@
-"""The book's ``predict_ch3``, fixed: the images go to the model's device, the picture to a PNG.
+"""The book's ``predict_ch3``, fixed: the images go to the model's device, the picture to files.
 
 The learner's version fed CPU test images to a GPU model (mixed-device error); here the
 checkpoint is loaded with ``map_location`` onto the chosen device, the images are moved to
-that same device, and only the drawing copies them back to the host.
+that same device, and only the drawing copies them back to the host. Many images (``-n``
+up to the 10,000 test images) are drawn as pages of 128, so time and memory stay linear.
 """
 
 from __future__ import annotations
@@ -12,27 +13,29 @@ from pathlib import Path
 
 import torch
 
+from softmax.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from softmax.data import CLASSES, load_tensors, locate
-from softmax.train import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    resolve_device,
-)
+from softmax.devices import resolve_device
 
 
 @dataclass(frozen=True)
 class Prediction:
-    path: Path
+    path: Path  # the first (or only) page
     n: int
     wrong: int
     device: str
+    pages: tuple[Path, ...] = ()  # every file written, in order
 
 
 def predict_ch3(checkpoint: Path, device_spec: str, data_root: str | None, n: int,
                 out: Path) -> Prediction:
-    from softmax.plot import prediction_grid
+    """Predict the first ``n`` test images and draw them into ``out`` (paged if many).
 
+    ``out``'s suffix must be an image format matplotlib writes (checked first, before the
+    checkpoint or the data are read: see softmax.plot.image_format)."""
+    from softmax.plot import image_format, prediction_pages
+
+    image_format(out)
     device = resolve_device(device_spec)
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint {checkpoint} does not exist; expected a file written "
@@ -45,5 +48,5 @@ def predict_ch3(checkpoint: Path, device_spec: str, data_root: str | None, n: in
         preds = model.logits(images.to(torch.float32) / 255).argmax(dim=1)
     labels_host, preds_host = labels.tolist(), preds.tolist()  # one copy back, for drawing
     wrong = sum(a != b for a, b in zip(labels_host, preds_host, strict=True))
-    path = prediction_grid(images, labels_host, preds_host, CLASSES, out)
-    return Prediction(path, len(labels_host), wrong, str(device))
+    pages = prediction_pages(images, labels_host, preds_host, CLASSES, out)
+    return Prediction(pages[0], len(labels_host), wrong, str(device), tuple(pages))

@@ -6,155 +6,61 @@ What changed from the book, and why:
 - metrics accumulate on the device and cross to the host once per epoch (the book's
   ``float(...)`` per batch makes a GPU wait for the host at every step);
 - the placement guard (devcheck.guard) checks each step without reading values;
-- each epoch ends with an atomic checkpoint, so a killed run loses at most one epoch.
+- each epoch ends with an atomic checkpoint, so a killed run loses at most one epoch, and
+  ``--resume`` continues with the same batch order as the uninterrupted run.
+
+Layout of a run, for readers and for hooks (e.g. distributed training): :func:`start_run`
+is the one place where the model (and its optimizer), the loaders and the guard are built
+and a checkpoint is resumed; :func:`end_epoch` is the one place per epoch where the metrics
+are final and the checkpoint and metrics file are written. Settings: softmax.config;
+devices: softmax.devices; checkpoint files and the folder lock: softmax.checkpoint; the
+epoch records and the metrics JSON: softmax.metrics.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from devcheck.guard import EpochGuardReport, NonFiniteLossError, StepGuard
+from devcheck.guard import NonFiniteLossError, StepGuard
+from softmax import distributed
+from softmax.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    MODEL_KINDS,
+    CheckpointError,
+    CheckpointLock,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    shuffle_state,
+)
+from softmax.config import ConfigError, TrainConfig
 from softmax.data import NUM_CLASSES, TensorLoader, book_dataloaders, load_tensors, locate
+from softmax.devices import (
+    DeviceError,
+    cpu_threads,
+    cuda_reason,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_device,
+)
+from softmax.metrics import (
+    EpochMetrics,
+    TrainResult,
+    format_epoch,
+    metrics_payload,
+    write_metrics,
+)
 from softmax.model import Model, accuracy, make_model
-
-CHECKPOINT_NAME = "last.pt"
-_CHECKPOINT_KEYS = ("epoch", "model", "state")
-MODEL_KINDS = ("scratch", "concise")
-
-
-class DeviceError(Exception):
-    """The requested device cannot be used here; the message says why and what to use."""
-
-
-class CheckpointError(Exception):
-    """A checkpoint is missing, damaged or of another model; the message says which."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    lr: float = 0.1
-    batch_size: int = 256
-    device: str = "auto"
-    data_root: str | None = None
-    loader: str = "tensor"  # tensor | dataloader
-    workers: int = 4
-    model: str = "scratch"  # scratch | concise
-    metrics_json: str | None = None
-    plot: str | None = None
-    checkpoint_dir: str | None = "runs/softmax"
-    resume: bool = False
-    guard: bool = True
-    seed: int = 0
-    lr_schedule: str = "anneal"  # anneal: constant, then linearly to 0 over the last epoch
-    threads: int | None = None  # CPU intra-op threads; None: 1 for --loader tensor on CPU
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    test_acc: float
-    seconds: float  # wall time of the epoch: training and evaluation
-    train_seconds: float
-    samples_per_s: float
-    device: str
-    peak_memory_bytes: int | None = None  # CUDA only
-    syncs_per_step: float | None = None  # CUDA with the guard on only
-
-
-@dataclass
-class TrainResult:
-    device: str
-    config: TrainConfig
-    epochs: list[EpochMetrics] = field(default_factory=list)
-    guard: list[EpochGuardReport] = field(default_factory=list)
-    checkpoint: str | None = None
-    resumed_from_epoch: int = 0
-
-
-# -- devices ---------------------------------------------------------------------------------
-def cuda_device_count() -> int:
-    """The one seam for 'how many CUDA devices': tests patch this to fake GPUs."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-def _doctor_reason(kind: str) -> str | None:
-    """Doctor's reason why ``kind`` ("cuda" or "mps") is unusable, or None if it has none."""
-    try:
-        from devcheck.doctor import device_availability
-
-        reason = getattr(device_availability(live=False), f"{kind}_reason")
-        return str(reason) if reason else None
-    except Exception:  # doctor absent or broken: callers fall back to torch's own facts
-        return None
-
-
-def cuda_reason() -> str:
-    """Why CUDA is not usable, in doctor's words when devcheck.doctor is there."""
-    reason = _doctor_reason("cuda")
-    if reason:
-        return reason
-    if torch.version.cuda is None:
-        return f"this torch build is CPU-only ({torch.__version__})"
-    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no "
-            f"usable GPU (no NVIDIA driver, or no GPU visible to this process)")
-
-
-def mps_reason() -> str:
-    """Why MPS is not usable, in doctor's words when devcheck.doctor is there."""
-    return _doctor_reason("mps") or "MPS (Apple GPU) is not available on this machine"
-
-
-def resolve_device(spec: str) -> torch.device:
-    """Turn ``auto|cpu|cuda|cuda:N|mps`` into a concrete device, or raise DeviceError."""
-    text = spec.strip().lower()
-    if text == "auto":
-        if cuda_device_count() > 0:
-            return torch.device("cuda", 0)
-        return torch.device("mps") if mps_available() else torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise DeviceError(f"--device {spec!r} is not a device name; expected auto, cpu, cuda, "
-                          f"cuda:N or mps") from None
-    if device.type == "cpu":
-        return torch.device("cpu")
-    if device.type == "cuda":
-        count = cuda_device_count()
-        if count == 0:
-            raise DeviceError(f"--device {spec}: CUDA is not usable here: {cuda_reason()}. "
-                              f"Use --device cpu (or auto); `devcheck doctor` shows the fix.")
-        index = 0 if device.index is None else device.index
-        if index >= count:
-            raise DeviceError(
-                f"--device {spec}: this machine has {count} visible CUDA device(s) "
-                f"(cuda:0..cuda:{count - 1}); expected an index below {count}. Use "
-                f"--device cuda:0 (CUDA_VISIBLE_DEVICES renumbers the visible GPUs from 0).")
-        return torch.device("cuda", index)
-    if device.type == "mps":
-        if not mps_available():
-            raise DeviceError(f"--device {spec}: MPS is not usable here: {mps_reason()}. "
-                              f"Use --device cpu (or auto); `devcheck doctor` shows the fix.")
-        return device
-    raise DeviceError(f"--device {spec}: device type {device.type!r} is not supported here; "
-                      f"expected auto, cpu, cuda, cuda:N or mps")
 
 
 # -- the book's functions, on one device -----------------------------------------------------
@@ -227,185 +133,191 @@ def train_epoch_ch3(model: Model, train_iter: Iterable, lr: float | Callable[[in
     return loss_sum / max(seen, 1), correct / max(seen, 1), seen
 
 
-# -- checkpoints -----------------------------------------------------------------------------
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Temp file + fsync + rename: a reader sees the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+# -- one run: its state, built in one place --------------------------------------------------
+@dataclass
+class Run:
+    """What the loop carries from epoch to epoch (instead of a dozen parameters)."""
+
+    config: TrainConfig
+    device: torch.device
+    model: Model
+    shuffle: torch.Generator  # orders the training batches; saved with each checkpoint
+    result: TrainResult
+    checkpoint: Path | None
+    log: Callable[[str], None]
+    on_epoch: Callable[[EpochMetrics], None] | None = None
+    epoch_extras: Callable[[], dict[str, Any]] | None = None  # --watch's per-epoch figures
+    progress: bool | None = None
+    start_epoch: int = 1
+    train_iter: Iterable = ()
+    test_iter: Iterable = ()
+    steps: int = 0
+    guard: StepGuard | None = None
+    dist: distributed.DistContext | None = None  # set under torchrun
+    dist_sizes: tuple[int, int] = (0, 0)  # this rank's train and test examples per epoch
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _shuffle_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
+    """The tensor loader shuffles on the device; the DataLoader's sampler on the host."""
+    where = device if config.loader == "tensor" else torch.device("cpu")
+    return torch.Generator(device=where).manual_seed(config.seed)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """weights_only=True (no pickled code) and map_location: a GPU checkpoint loads on a CPU.
+def start_run(config: TrainConfig, log: Callable[[str], None],
+              ctx: distributed.DistContext | None = None) -> Run:
+    """Resolve the device, build the model (and optimizer), resume if asked; no data yet.
 
-    Anything that is not a complete checkpoint of ours (truncated, another program's pickle,
-    code objects) becomes one CheckpointError naming the file, never a traceback."""
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(exc)}); "
-                              f"expected a complete file written by `softmax train`. Fix: "
-                              f"pass another file, or delete it to start over"
-                              ) from None
-    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(payload, dict) or k not in payload]
-    if missing:
-        found = (f"keys {sorted(map(str, payload))}" if isinstance(payload, dict)
-                 else f"a {type(payload).__name__}")
-        raise CheckpointError(f"checkpoint {path} is not a `softmax train` checkpoint: found "
-                              f"{found}; expected a dict with keys "
-                              f"{', '.join(_CHECKPOINT_KEYS)}. Fix: pass a file written by "
-                              f"`softmax train` (runs/softmax/last.pt by default)")
-    return payload
-
-
-def load_model_state(model: Model, payload: dict[str, Any], source: Path | str) -> None:
-    """Load the payload's parameters into ``model``, refusing another model's shapes."""
-    state = payload["state"]
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    seen = ({str(k): tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-             for k, v in state.items()} if isinstance(state, dict) else type(state).__name__)
-    if seen != expected:
-        raise CheckpointError(f"checkpoint {source} holds a {payload['model']!r} state with "
-                              f"{seen}; expected {expected}. Fix: pass a checkpoint written "
-                              f"by this version of `softmax train`")
-    model.load_state_dict(state)
-
-
-def model_from_checkpoint(payload: dict[str, Any], device: torch.device,
-                          source: Path | str = "checkpoint") -> Model:
-    kind = str(payload["model"])
-    if kind not in MODEL_KINDS:
-        raise CheckpointError(f"checkpoint {source} holds a model of kind {kind!r}; expected "
-                              f"one of {', '.join(MODEL_KINDS)}. Fix: pass a file written by "
-                              f"`softmax train`")
-    model = make_model(kind, device)
-    load_model_state(model, payload, source)
-    return model
-
-
-# -- the run ---------------------------------------------------------------------------------
-def _loaders(config: TrainConfig, device: torch.device, generator: torch.Generator,
-             ) -> tuple[Iterable, Iterable, int, str]:
-    root = locate(config.data_root)
-    if config.loader == "dataloader":
-        cpu_gen = torch.Generator().manual_seed(config.seed)
-        book_train, book_test = book_dataloaders(root, config.batch_size, config.workers,
-                                                 generator=cpu_gen)
-        return book_train, book_test, len(book_train), "the DataLoader"
-    data = load_tensors(root, device)
-    train_iter = TensorLoader(data.train_images, data.train_labels, config.batch_size,
-                              shuffle=True, generator=generator)
-    test_iter = TensorLoader(data.test_images, data.test_labels, max(config.batch_size, 1024),
-                             shuffle=False)
-    return train_iter, test_iter, len(train_iter), "the tensor loader"
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def metrics_payload(result: TrainResult) -> dict[str, Any]:
-    return {"device": result.device, "settings": asdict(result.config),
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "epochs": [asdict(m) for m in result.epochs],
-            "guard": [asdict(r) for r in result.guard]}
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Scope torch's intra-op thread count to the run, restoring it after.
-
-    Why 1 by default for the tensor loader on CPU: its matmuls are tiny (256x784x10), so a
-    second thread buys little, and when another process takes a core the OpenMP threads
-    spin-wait on each other: on the 2-core reference machine epochs then jumped from 65 ms
-    to over a second. One thread runs at the same speed and never stalls that way.
-    """
-    previous = torch.get_num_threads()
-    if n is not None and n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def train_ch3(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | None = None,
-              log: Callable[[str], None] = print, progress: bool | None = None) -> TrainResult:
-    """Train for ``config.epochs`` (resuming if asked); raise the module's errors, never exit."""
-    device = resolve_device(config.device)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    Under torchrun (``ctx``) the device is this rank's and the model is checked equal on
+    every rank, then made data-parallel."""
+    device = ctx.device if ctx is not None else resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = make_model(config.model, device, torch.Generator().manual_seed(config.seed),
                        config.lr)
-    result = TrainResult(device=str(device), config=config)
-    ckpt_path = Path(config.checkpoint_dir) / CHECKPOINT_NAME if config.checkpoint_dir else None
-    start = 1
-    if ckpt_path is not None and ckpt_path.parent.is_dir():
-        for stale in ckpt_path.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # from a killed run
-            stale.unlink(missing_ok=True)
-    if config.resume and ckpt_path is not None and ckpt_path.exists():
-        payload = load_checkpoint(ckpt_path, device)
-        if payload["model"] != config.model:
-            raise CheckpointError(f"{ckpt_path} holds a {payload['model']!r} model; expected "
-                                  f"{config.model!r}. Use --model {payload['model']} or another "
-                                  f"--checkpoint-dir.")
-        load_model_state(model, payload, ckpt_path)
-        model.load_extra_state(payload.get("extra", {}))
-        if payload.get("device_type") == device.type:
-            generator.set_state(payload["generator"].cpu())  # map_location moved it
-        result.epochs = [EpochMetrics(**m) for m in payload.get("history", [])]
-        start = result.resumed_from_epoch = int(payload["epoch"]) + 1
-        log(f"resumed from {ckpt_path} after epoch {payload['epoch']}")
+    if ctx is not None:
+        model = distributed.wrap_model(ctx, model)
+    run = Run(config, device, model, _shuffle_generator(config, device),
+              TrainResult(device=str(device), config=config), config.checkpoint_path, log,
+              dist=ctx)
+    if config.resume and run.checkpoint is not None and run.checkpoint.exists():
+        _resume(run, run.checkpoint)
     elif config.resume:
-        log(f"--resume: no checkpoint at {ckpt_path}; starting from epoch 1")
-    train_iter, test_iter, steps, source = _loaders(config, device, generator)
-    guard = StepGuard(device, num_classes=NUM_CLASSES, source=source) if config.guard else None
-    threads = config.threads
-    if threads is None and device.type == "cpu" and config.loader == "tensor":
-        threads = 1
-    with cpu_threads(threads):
-        _epochs(config, model, device, generator, train_iter, test_iter, steps, guard,
-                result, ckpt_path, start, on_epoch, log, progress)
-    return result
+        log(f"--resume: no checkpoint at {run.checkpoint}; starting from epoch 1")
+    return run
 
 
-def _epochs(config: TrainConfig, model: Model, device: torch.device,
-            generator: torch.Generator, train_iter: Iterable, test_iter: Iterable, steps: int,
-            guard: StepGuard | None, result: TrainResult, ckpt_path: Path | None, start: int,
-            on_epoch: Callable[[EpochMetrics], None] | None, log: Callable[[str], None],
-            progress: bool | None) -> None:
-    from tqdm.auto import tqdm
+def _resume(run: Run, path: Path) -> None:
+    payload = load_checkpoint(path, run.device)
+    config = run.config
+    if payload["model"] != config.model:
+        raise CheckpointError(f"{path} holds a {payload['model']!r} model; expected "
+                              f"{config.model!r}. Use --model {payload['model']} or another "
+                              f"--checkpoint-dir.")
+    state = shuffle_state(payload, path)
+    load_model_state(run.model, payload, path)
+    try:
+        run.model.load_extra_state(payload.get("extra") or {})
+        history = [EpochMetrics(**m) for m in payload.get("history") or []]
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has a damaged optimizer state or history "
+                              f"({type(exc).__name__}: {str(exc)[:80]}); expected what "
+                              f"`softmax train` writes. Fix: delete it to start over"
+                              ) from None
+    saved = (payload.get("loader", "tensor"), payload.get("device_type"))
+    if saved == (config.loader, run.shuffle.device.type):
+        try:
+            run.shuffle.set_state(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"checkpoint {path}: its shuffling state does not fit this "
+                                  f"generator ({str(exc)[:80]}). Fix: delete it to start "
+                                  f"over") from None
+    else:
+        run.log(f"note: {path} saved the batch order of --loader {saved[0]} on {saved[1]}; "
+                f"this run (--loader {config.loader} on {run.shuffle.device.type}) draws a "
+                f"new order from --seed {config.seed}, so it will not repeat the first run")
+    run.result.epochs = history
+    run.result.checkpoint = str(path)
+    epoch = int(payload["epoch"])
+    run.start_epoch = run.result.resumed_from_epoch = epoch + 1
+    run.log(f"resumed from {path} after epoch {epoch}")
 
-    for epoch in range(start, config.epochs + 1):
-        metrics = _run_epoch(epoch, model, config, device, train_iter, test_iter, steps, guard,
-                             tqdm, progress)
-        result.epochs.append(metrics)
-        if guard is not None:
-            result.guard = list(guard.reports)
-        if ckpt_path is not None:
-            save_checkpoint(ckpt_path, {
-                "format": 1, "epoch": epoch, "model": config.model, "state": model.state_dict(),
-                "extra": model.extra_state(), "device_type": device.type,
-                "generator": generator.get_state(), "settings": asdict(config),
-                "history": [asdict(m) for m in result.epochs]})
-            result.checkpoint = str(ckpt_path)
-        if config.metrics_json:
-            _write_json(Path(config.metrics_json), metrics_payload(result))
-        log(format_epoch(metrics, config.epochs))
-        if on_epoch is not None:
-            on_epoch(metrics)
+
+def attach_data(run: Run) -> None:
+    """Find the data and build both loaders and the guard for ``run``."""
+    config, device = run.config, run.device
+    root = locate(config.data_root)
+    if run.dist is not None:  # this rank's shard, reseeded per epoch, a guard naming the rank
+        distributed.attach_data(run, root)
+        return
+    if config.loader == "dataloader":
+        # not persistent: each epoch's workers take their seeds from run.shuffle, whose
+        # state the checkpoint saves, so a resumed run repeats the uninterrupted one exactly
+        run.train_iter, run.test_iter = book_dataloaders(
+            root, config.batch_size, config.workers, generator=run.shuffle, persistent=False)
+        source = "the DataLoader"
+    else:
+        data = load_tensors(root, device)
+        run.train_iter = TensorLoader(data.train_images, data.train_labels, config.batch_size,
+                                      shuffle=True, generator=run.shuffle)
+        run.test_iter = TensorLoader(data.test_images, data.test_labels,
+                                     max(config.batch_size, 1024), shuffle=False)
+        source = "the tensor loader"
+    run.steps = len(run.train_iter)
+    if config.guard:
+        run.guard = StepGuard(device, num_classes=NUM_CLASSES, source=source)
+
+
+def train_ch3(config: TrainConfig, *, on_epoch: Callable[[EpochMetrics], None] | None = None,
+              log: Callable[[str], None] = print, progress: bool | None = None,
+              epoch_extras: Callable[[], dict[str, Any]] | None = None) -> TrainResult:
+    """Train for ``config.epochs`` (resuming if asked); raise the module's errors, never exit.
+
+    Holds the checkpoint folder's lock for the whole run, so a second trainer on the same
+    ``checkpoint_dir`` stops at once instead of overwriting this one's ``last.pt``. Under
+    torchrun, every rank runs this; softmax.distributed joins and always leaves the group."""
+    with distributed.session(config.device) as ctx:
+        return _train_ch3(config, ctx, on_epoch, distributed.rank_log(ctx, log), progress,
+                          epoch_extras)
+
+
+def _train_ch3(config: TrainConfig, ctx: distributed.DistContext | None,
+               on_epoch: Callable[[EpochMetrics], None] | None, log: Callable[[str], None],
+               progress: bool | None,
+               epoch_extras: Callable[[], dict[str, Any]] | None = None) -> TrainResult:
+    main = ctx is None or ctx.is_main  # rank 0 alone holds the lock and writes
+    lock = CheckpointLock(config.checkpoint_dir) if config.checkpoint_dir and main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None:
+            if lock.took_over:
+                log(f"note: took over the stale lock {lock.path} of {lock.took_over}")
+            remove_stale_temporaries(lock.path.parent)
+        run = start_run(config, log, ctx)
+        run.on_epoch, run.progress = on_epoch, progress if main else False
+        run.epoch_extras = epoch_extras
+        if run.start_epoch > config.epochs:
+            log(f"nothing to train: {run.checkpoint} already holds {run.start_epoch - 1} "
+                f"epoch(s) and --epochs {config.epochs} is the total, not the extra. Fix: "
+                f"pass --epochs {run.start_epoch} or more to continue, or drop --resume to "
+                f"start over")
+            return run.result
+        attach_data(run)
+        threads = config.threads
+        if threads is None and run.device.type == "cpu" and config.loader == "tensor":
+            threads = 1
+        with cpu_threads(threads):
+            for epoch in range(run.start_epoch, config.epochs + 1):
+                if ctx is None:
+                    end_epoch(run, run_epoch(run, epoch))
+                else:  # reduce over ranks; rank 0 runs end_epoch; then a barrier
+                    distributed.end_epoch(run, run_epoch(run, epoch), end_epoch)
+        return run.result
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def end_epoch(run: Run, metrics: EpochMetrics) -> None:
+    """The epoch's figures are final: record them, checkpoint, write the metrics, report."""
+    config, result = run.config, run.result
+    result.epochs.append(metrics)
+    if run.epoch_extras is not None:
+        result.watch.append({"epoch": metrics.epoch, **run.epoch_extras()})
+    if run.guard is not None:
+        result.guard = list(run.guard.reports)
+    if run.checkpoint is not None:
+        save_checkpoint(run.checkpoint, {
+            "format": FORMAT, "epoch": metrics.epoch, "model": config.model,
+            "state": run.model.state_dict(), "extra": run.model.extra_state(),
+            "loader": config.loader, "device_type": run.shuffle.device.type,
+            "generator": run.shuffle.get_state(), "settings": asdict(config),
+            "history": [asdict(m) for m in result.epochs]})
+        result.checkpoint = str(run.checkpoint)
+    if config.metrics_json:
+        write_metrics(Path(config.metrics_json), result)
+    run.log(format_epoch(metrics, config.epochs))
+    if run.on_epoch is not None:
+        run.on_epoch(metrics)
 
 
 def lr_for_epoch(config: TrainConfig, epoch: int, steps: int,
@@ -415,29 +327,32 @@ def lr_for_epoch(config: TrainConfig, epoch: int, steps: int,
     Why: at lr 0.1 the last iterate of plain SGD wanders, so the final test accuracy varies
     by about +-0.01 with the shuffling seed (0.808-0.834 over seeds 0-6); annealing only the
     last epoch removes that spread (0.834-0.836) without changing the first nine epochs.
+    (``lr_schedule`` was validated when the config was built, before any epoch ran.)
     """
     if config.lr_schedule == "constant" or epoch != config.epochs:
         return config.lr
-    if config.lr_schedule != "anneal":
-        raise ValueError(f"lr schedule {config.lr_schedule!r}: expected anneal or constant")
     return lambda step: config.lr * (steps - step) / steps
 
 
-def _run_epoch(epoch: int, model: Model, config: TrainConfig, device: torch.device,
-               train_iter: Iterable, test_iter: Iterable, steps: int, guard: StepGuard | None,
-               tqdm: Any, progress: bool | None) -> EpochMetrics:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    bar = tqdm(total=steps, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-               disable=(not progress) if progress is not None else None)
-    lr = lr_for_epoch(config, epoch, steps)
+def run_epoch(run: Run, epoch: int) -> EpochMetrics:
+    """Train one epoch, then evaluate; the only host reads are the epoch's totals."""
+    from softmax.book import progress_bar_class  # tqdm.auto warns in Jupyter w/o ipywidgets
+
+    tqdm = progress_bar_class()
+
+    device, guard = run.device, run.guard
+    reset_peak_memory(device)
+    bar = tqdm(total=run.steps, desc=f"epoch {epoch}/{run.config.epochs}", leave=False,
+               disable=(not run.progress) if run.progress is not None else None)
+    lr = lr_for_epoch(run.config, epoch, run.steps)
     t0 = time.perf_counter()
     try:
         if guard is not None:
             with guard.epoch(epoch):
-                loss, acc, seen = train_epoch_ch3(model, train_iter, lr, device, guard, bar)
+                loss, acc, seen = train_epoch_ch3(run.model, run.train_iter, lr, device, guard,
+                                                  bar)
         else:
-            loss, acc, seen = train_epoch_ch3(model, train_iter, lr, device, None, bar)
+            loss, acc, seen = train_epoch_ch3(run.model, run.train_iter, lr, device, None, bar)
     finally:
         bar.close()
     if not math.isfinite(loss):  # the guard names the step; without it, the epoch will do
@@ -445,25 +360,16 @@ def _run_epoch(epoch: int, model: Model, config: TrainConfig, device: torch.devi
                                  f"{epoch} (run without --no-guard to find the step). Fix: "
                                  f"lower the learning rate (--lr).")
     t_train = time.perf_counter() - t0
-    test_acc = evaluate_accuracy(model, test_iter, device)
+    test_acc = evaluate_accuracy(run.model, run.test_iter, device)
     seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     syncs = guard.reports[-1].syncs_per_step if guard is not None and guard.reports else None
     return EpochMetrics(epoch, loss, acc, test_acc, seconds, t_train, seen / t_train,
-                        str(device), peak, syncs)
+                        str(device), peak_memory_bytes(device), syncs)
 
 
-def format_epoch(m: EpochMetrics, epochs: int) -> str:
-    text = (f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f}  train acc "
-            f"{m.train_acc:.4f}  test acc {m.test_acc:.4f}  {m.seconds:.3f} s  "
-            f"{m.samples_per_s:,.0f} samples/s  {m.device}")
-    if m.peak_memory_bytes is not None:
-        text += f"  peak mem {m.peak_memory_bytes / 2**20:.1f} MiB"
-    if m.syncs_per_step is not None:
-        text += f"  syncs/step {m.syncs_per_step:.2f}"
-    return text
-
-
-__all__ = ["Accumulator", "CheckpointError", "DeviceError", "EpochMetrics", "TrainConfig",
-           "TrainResult", "evaluate_accuracy", "load_checkpoint", "model_from_checkpoint",
-           "resolve_device", "save_checkpoint", "train_ch3", "train_epoch_ch3"]
+__all__ = ["CHECKPOINT_NAME", "MODEL_KINDS", "Accumulator", "CheckpointError", "ConfigError",
+           "DeviceError", "EpochMetrics", "Run", "TrainConfig", "TrainResult", "cuda_reason",
+           "end_epoch", "evaluate_accuracy", "format_epoch", "load_checkpoint",
+           "metrics_payload", "model_from_checkpoint",
+           "resolve_device", "run_epoch", "save_checkpoint", "start_run", "train_ch3",
+           "train_epoch_ch3"]

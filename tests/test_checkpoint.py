@@ -14,16 +14,22 @@ import torch
 import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR_CACHE_DIR
 from click.testing import CliRunner
 
+from softmax.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from softmax.cli import cli
 from softmax.model import ScratchSoftmax
-from softmax.train import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).parents[1]
 
 
 def payload(model: ScratchSoftmax) -> dict:
-    return {"format": 1, "epoch": 3, "model": "scratch", "state": model.state_dict(),
-            "extra": {}, "history": []}
+    return {"format": 2, "epoch": 3, "model": "scratch", "state": model.state_dict(),
+            "extra": {}, "history": [], "loader": "tensor", "device_type": "cpu",
+            "generator": torch.Generator().manual_seed(0).get_state()}
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -38,10 +44,16 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_checkpoint_holds_no_code(tmp_path: Path) -> None:
+    """A pickle that asks to call a function is refused unread, called unsafe, and torch's
+    advice to retry with weights_only=False is not passed on."""
     path = tmp_path / "evil.pt"
     torch.save({"epoch": 1, "model": "scratch", "state": {}, "f": os.getcwd}, path)
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, torch.device("cpu"))
+    msg = str(err.value)
+    assert msg.startswith(f"checkpoint {path} is not a `softmax train` checkpoint and is unsafe")
+    assert "getcwd" in msg and "\n" not in msg
+    assert "weights_only" not in msg and "likely succeed" not in msg
 
 
 def test_cuda_tagged_checkpoint_loads_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -178,3 +190,23 @@ def test_foreign_checkpoints_get_one_line_not_a_traceback(tmp_path: Path, conten
         assert result.exit_code == 1, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert str(path) in result.output and "Traceback" not in result.output
+
+
+def test_lock_without_flock_still_refuses_a_live_holder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no fcntl: the lock falls back to the holder's pid (alive: busy)."""
+    from softmax.checkpoint import CheckpointLock
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # ``import fcntl`` raises ImportError
+    with CheckpointLock(tmp_path) as lock:
+        assert (tmp_path / lock.path.name).read_text().split()[0] == str(os.getpid())
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / lock.path.name).write_text(f"{holder.pid} elsewhere 2026-01-01T00:00:00\n")
+        with pytest.raises(Exception, match=str(holder.pid)):
+            CheckpointLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with CheckpointLock(tmp_path) as again:  # a dead holder's lock is taken over
+        assert again.took_over is not None

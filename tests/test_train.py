@@ -10,6 +10,7 @@ import torch
 import torchvision  # noqa: F401 - imported at collection: it sets TORCHINDUCTOR_CACHE_DIR
 from click.testing import CliRunner
 
+from softmax import devices
 from softmax import train as train_mod
 from softmax.cli import cli
 
@@ -69,31 +70,29 @@ def test_dataloader_pipeline_and_no_guard(fashion_root: str, tmp_path: Path) -> 
 
 
 def test_cuda_without_cuda_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_mod, "cuda_device_count", lambda: 0)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
     line = assert_one_clean_line(*run("train", "--device", "cuda"))
     assert "--device cuda: CUDA is not usable here:" in line and "--device cpu" in line
     assert len(line) > len("Error: --device cuda: CUDA is not usable here: . ")
 
 
-def test_cuda_reason_falls_back_to_torch_facts(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
+def test_cuda_reason_is_the_doctors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """softmax never words a reason of its own: whatever the doctor says is what it says."""
+    import devcheck.checkup
+    from devcheck.facts import DeviceAvailability
 
-    real_import = builtins.__import__
-
-    def no_doctor(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if name == "devcheck.doctor":
-            raise ImportError("devcheck.doctor absent")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_doctor)
-    reason = train_mod.cuda_reason()
-    assert torch.__version__ in reason
+    fake = DeviceAvailability(cuda_reason="no NVIDIA driver (fake doctor)", mps_reason="nope")
+    monkeypatch.setattr(devcheck.checkup, "device_availability", lambda **kw: fake)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
+    assert train_mod.cuda_reason() == "no NVIDIA driver (fake doctor)"
+    line = assert_one_clean_line(*run("train", "--device", "cuda:0"))
+    assert "CUDA is not usable here: no NVIDIA driver (fake doctor). Use --device cpu" in line
 
 
 def test_mps_without_mps_says_why_in_doctors_words(monkeypatch: pytest.MonkeyPatch) -> None:
-    from devcheck.doctor import device_availability
+    from devcheck.checkup import device_availability
 
-    monkeypatch.setattr(train_mod, "mps_available", lambda: False)
+    monkeypatch.setattr(devices, "mps_available", lambda: False)
     expected = device_availability(live=False).mps_reason
     line = assert_one_clean_line(*run("train", "--device", "mps"))
     assert "--device mps: MPS is not usable here:" in line and "--device cpu" in line
@@ -101,7 +100,7 @@ def test_mps_without_mps_says_why_in_doctors_words(monkeypatch: pytest.MonkeyPat
 
 
 def test_cuda_index_beyond_the_visible_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_mod, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
     line = assert_one_clean_line(*run("train", "--device", "cuda:7"))
     assert "1 visible CUDA device(s) (cuda:0..cuda:0)" in line and "--device cuda:0" in line
 
@@ -113,8 +112,8 @@ def test_unknown_device(spec: str) -> None:
 
 
 def test_resolve_device() -> None:
-    assert train_mod.resolve_device("CPU") == torch.device("cpu")
-    assert train_mod.resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    assert devices.resolve_device("CPU") == torch.device("cpu")
+    assert devices.resolve_device("auto").type in {"cpu", "cuda", "mps"}
 
 
 def test_missing_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,7 +208,7 @@ def test_os_errors_mid_run_are_one_line(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(train_mod, "train_ch3", full_disk)
     line = assert_one_clean_line(*run("train", "--device", "cpu", "--checkpoint-dir",
                                       str(tmp_path / "ck")))
-    assert "last.pt: No space left on device; expected a path this user can read" in line
+    assert "last.pt: the disk is full (No space left on device); expected a path" in line
     assert "Fix: check --data-root, --checkpoint-dir" in line
 
 
