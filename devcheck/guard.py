@@ -58,6 +58,22 @@ class EpochGuardReport:
     syncs_per_step: float | None
 
 
+def _convert_hint(seen: torch.dtype, expected: torch.dtype, device: torch.device) -> str:
+    """The fix for a batch of the wrong dtype, fitted to what was seen.
+
+    Only integer pixels (0..255) need ``/ 255``; a float batch (float64 from numpy, float16,
+    bfloat16) is already scaled the way it was produced, and dividing it again would shrink
+    it 255-fold. Read from the dtype alone: looking at the values would cost a host sync."""
+    name = str(expected).removeprefix("torch.")
+    if seen.is_floating_point or seen.is_complex:
+        return (f"convert it with X = X.to({str(device)!r}, torch.{name}) (a float batch is "
+                f"already scaled; do not divide it by 255 again).")
+    if seen == torch.bool:
+        return f"convert it with X = X.to({str(device)!r}, torch.{name})."
+    return (f"convert it with X = X.to({str(device)!r}, torch.{name}) / 255 (integer pixels "
+            f"0..255 to [0, 1], as ToTensor does).")
+
+
 def same_device(seen: torch.device, expected: torch.device) -> bool:
     """``cuda`` (no index) matches any ``cuda:N``; otherwise type and index must agree."""
     return seen.type == expected.type and (
@@ -107,7 +123,7 @@ class StepGuard:
                 f"X = X.to({str(dev)!r}) (Tensor.to returns a new tensor: assign it).")
         if X.dtype is not self.dtype and X.dtype is not torch.uint8:
             self._expect("X (the batch)", X, (self.dtype, torch.uint8),
-                         f"convert it with X = X.to({str(dev)!r}, torch.float32) / 255.")
+                         _convert_hint(X.dtype, self.dtype, dev))
         if not self._on_device(y):
             raise PlacementError(
                 f"y (the labels) came from {self.source} on {y.device}; expected {dev}. Fix: "

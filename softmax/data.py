@@ -22,11 +22,13 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from devcheck.fileio import atomic_write_bytes
 
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat",
            "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -67,6 +69,17 @@ FILES = (
 
 class DataError(Exception):
     """The dataset is missing or damaged; the message names the file and the way out."""
+
+
+def default_workers() -> int:
+    """DataLoader workers: the book's 4, but never more than the CPUs we may use.
+
+    Why: torch warns ("This DataLoader will create 4 worker processes in total. Our
+    suggested max number of worker in current system is 2") when workers exceed the CPUs
+    in the affinity mask, and extra workers only fight for the same cores."""
+    from softmax.devices import cpu_count  # the affinity mask where the OS has one
+
+    return min(4, cpu_count())
 
 
 def default_root() -> Path:
@@ -133,10 +146,10 @@ def verify_archive(path: Path, spec: IdxSpec) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Through devcheck.fileio: a full disk or ``ulimit -f`` while unpacking (47 MB for the
+    training images) leaves no temporary behind, and the error names the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, "Fashion-MNIST file")
 
 
 def _unpack_from(directory: Path, root: Path) -> bool:
@@ -182,21 +195,41 @@ def _download(root: Path) -> str | None:
     return None
 
 
-def locate(data_root: str | Path | None = None) -> Path:
-    """Return a root that torchvision's FashionMNIST(root) can read, preparing it if needed."""
+def shown(path: Path) -> str:
+    """A path as a beginner would type it: ``./data`` rather than ``data``."""
+    text = str(path)
+    if path.is_absolute() or text.startswith("."):
+        return text
+    return os.path.join(".", text)
+
+
+def locate(data_root: str | Path | None = None,
+           log: Callable[[str], None] | None = None) -> Path:
+    """Return a root that torchvision's FashionMNIST(root) can read, preparing it if needed.
+
+    ``log``, if given, is called once with one line saying where the data came from (and
+    where it was unpacked): 53 MB appearing in ``./data`` should never be a surprise."""
     root = Path(data_root) if data_root is not None else default_root()
+    say = log if log is not None else (lambda _line: None)
     if _unpacked_ok(root):
+        say(f"using Fashion-MNIST from {shown(raw_dir(root))}")
         return root
     for directory in (raw_dir(root), root):
         if directory.is_dir() and _unpack_from(directory, root):
             if _unpacked_ok(root):
+                say(f"using the Fashion-MNIST archives in {shown(directory)}, unpacked to "
+                    f"{shown(raw_dir(root))}")
                 return root
     mirrors = mirror_dirs()
     for mirror in mirrors:
         if _unpack_from(mirror, root) and _unpacked_ok(root):
+            origin = ("Debian's dataset-fashion-mnist" if mirror == DEBIAN_MIRROR
+                      else "a mirror listed in $SOFTMAX_MIRROR")
+            say(f"using Fashion-MNIST from {mirror} ({origin}), unpacked to {shown(root)}")
             return root
     why = _download(root)
     if why is None and _unpacked_ok(root):
+        say(f"downloaded Fashion-MNIST with torchvision into {shown(root)}")
         return root
     names = ", ".join(f"{s.name}.gz" for s in FILES)
     raise DataError(
@@ -276,10 +309,13 @@ class TensorLoader:
             yield X.to(torch.float32).mul_(1 / 255), y  # ToTensor's scaling
 
 
-def book_dataloaders(root: Path, batch_size: int, workers: int,
-                     generator: torch.Generator | None = None,
+def book_dataloaders(root: Path, batch_size: int, workers: int | None = None,
+                     generator: torch.Generator | None = None, *,
+                     persistent: bool | None = None,
                      ) -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
-    """The book's pipeline: torchvision + ToTensor + DataLoader; batches arrive on the CPU."""
+    """The book's pipeline: torchvision + ToTensor + DataLoader; batches arrive on the CPU.
+
+    ``workers=None``: :func:`default_workers` (the book's 4, capped by the usable CPUs)."""
     import torchvision
     from torch.utils import data
     from torchvision import transforms
@@ -289,7 +325,10 @@ def book_dataloaders(root: Path, batch_size: int, workers: int,
     test = torchvision.datasets.FashionMNIST(str(root), train=False, transform=trans)
     check_labels(train.targets, root, True)
     check_labels(test.targets, root, False)
-    persistent = workers > 0
+    workers = default_workers() if workers is None else workers
+    # persistent=False (the trainer's choice): workers start each epoch with seeds drawn
+    # from ``generator``, so saving its state is enough to repeat an epoch exactly
+    persistent = workers > 0 if persistent is None else persistent and workers > 0
     return (data.DataLoader(train, batch_size, shuffle=True, generator=generator,
                             num_workers=workers, persistent_workers=persistent),
             data.DataLoader(test, batch_size, shuffle=False, num_workers=workers,
