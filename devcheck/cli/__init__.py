@@ -18,6 +18,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "gpus": ("devcheck.cli.doctor", "gpus", "The NVML view of the GPUs (never imports torch)."),
     "explain": ("devcheck.cli.explain", "explain", "Paste an error: get its cause and fix."),
     "pitfalls": ("devcheck.cli.pitfalls", "pitfalls", "Reproduce, explain and fix pitfalls."),
+    "lint": ("devcheck.cli.lint", "lint", "Find device pitfalls in .py and .ipynb source."),
+    "run": ("devcheck.cli.run", "run", "Run a command; show how it used the GPU, and why "
+            "it died."),
+    "dist": ("devcheck.cli.dist", "dist", "torch.distributed: works? how fast? who hangs?"),
 }
 
 

@@ -12,6 +12,10 @@ import sys
 from typing import Any
 
 _SAVED = "_devcheck_saved_custom_exc"
+# One line on load, so a learner can tell the extension is active and what it will do.
+CONFIRMATION = ("[devcheck] active: a traceback that matches a known device pitfall gets its "
+                "cause and fix printed below it, other errors are left alone; "
+                "%%devcheck_watch watches a cell's GPU use; %unload_ext devcheck turns it off")
 
 
 def _handler(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
@@ -27,18 +31,61 @@ def _handler(shell: Any, etype: type[BaseException], value: BaseException, tb: A
         return None
     if matches:
         print("\n[devcheck] " + render(matches, 0).replace("\n", "\n[devcheck] "))
+        try:  # one line more when `devcheck lint` would have flagged the cell that raised
+            from devcheck.lint.links import hint_for_exception
+
+            hint = hint_for_exception(shell.user_ns.get("In", []), tb, [m.id for m in matches])
+        except Exception:  # linting is a bonus: never let it disturb the explanation
+            hint = None
+        if hint:
+            print(f"[devcheck] {hint}")
     return None
 
 
+def _watch_magic(shell: Any) -> Any:
+    """``%%devcheck_watch [-i SECONDS] [--plot FILE]``: sample the GPUs and this kernel's
+    process tree while the cell runs, then print the devices used and the verdicts (the
+    Watch stays in ``_devcheck_watch`` for ``.timeline`` / ``.plot()``)."""
+
+    def devcheck_watch(line: str, cell: str) -> None:
+        from devcheck.run.watcher import Watch, parse_magic_line
+
+        try:
+            interval, plot_path = parse_magic_line(line)
+        except ValueError as exc:
+            print(f"[devcheck] {exc}", file=sys.stderr)
+            return
+        w = Watch(interval, label="%%devcheck_watch")
+        with w:
+            shell.run_cell(cell)
+        shell.user_ns["_devcheck_watch"] = w
+        print(w.report())
+        if plot_path:
+            try:
+                print(f"[devcheck] timeline plot: {w.plot(plot_path)}")
+            except OSError as exc:
+                print(f"[devcheck] {exc}", file=sys.stderr)
+
+    return devcheck_watch
+
+
 def load_ipython_extension(ipython: Any) -> None:
+    if hasattr(ipython, "register_magic_function"):
+        ipython.register_magic_function(_watch_magic(ipython), magic_kind="cell",
+                                        magic_name="devcheck_watch")
     if hasattr(ipython, _SAVED):
-        return  # already loaded
+        print("[devcheck] already active (%unload_ext devcheck turns it off)")
+        return
     setattr(ipython, _SAVED, (getattr(ipython, "custom_exceptions", ()),
                               getattr(ipython, "CustomTB", None)))
     ipython.set_custom_exc((Exception,), _handler)
+    print(CONFIRMATION)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    magics = getattr(getattr(ipython, "magics_manager", None), "magics", None)
+    if isinstance(magics, dict):  # %%devcheck_watch goes with the extension
+        magics.get("cell", {}).pop("devcheck_watch", None)
     saved = getattr(ipython, _SAVED, None)
     if saved is None:
         return

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
 from devcheck.pitfalls._driver import fall_back_to_cpu, first_cuda_tensor
+from devcheck.probe import devices
 
 
 def precondition(device: str) -> None:
-    import torch
+    cuda, hip = devices.cuda_build_version(), devices.hip_build_version()
+    if cuda or hip:
+        import torch
 
-    if torch.version.cuda or torch.version.hip:
-        raise Skip(f"this torch build ({torch.__version__}) has CUDA {torch.version.cuda}; "
+        has = f"CUDA {cuda}" if cuda else f"ROCm {hip}"
+        raise Skip(f"this torch build ({torch.__version__}) has {has}; "
                    "the pitfall needs a CPU-only build")
 
 

@@ -61,8 +61,15 @@ PITFALL = Pitfall(
     ),
     source="torch/nn/modules/module.py (parameters created on the CPU); nothing raises",
     fixes=(
-        Fix("Move the model and every batch",
-            "net = net.to(device)\nX, y = X.to(device), y.to(device)"),
+        Fix("The book's from-scratch net is a function over W and b (no net.to): create "
+            "them on the device, and move every batch at the loop boundary",
+            "device = torch.device('{device}')\n"
+            "W = torch.normal(0, 0.01, size=(784, 10), device=device, requires_grad=True)\n"
+            "b = torch.zeros(10, device=device, requires_grad=True)\n"
+            "for X, y in train_iter:\n    X, y = X.to(device), y.to(device)"),
+        Fix("An nn.Module model: move it once, then every batch",
+            "net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).to(device)\n"
+            "for X, y in loader:\n    X, y = X.to(device), y.to(device)"),
         Fix("Check where things are", "print(next(net.parameters()).device, X.device)"),
     ),
     hints=("is_available", "nvidia-smi"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.probe import devices
 
 if TYPE_CHECKING:  # torch loads lazily; at run time the dataset is duck-typed
     from typing import TypeAlias
@@ -46,7 +47,7 @@ def precondition(device: str) -> None:
     """
     import torch
 
-    if not device.startswith("cuda") and not torch.backends.cuda.is_built():
+    if not device.startswith("cuda") and not devices.cuda_built():
         raise Skip(f"this torch build is CPU-only ({torch.__version__}): without CUDA support "
                    "a fork cannot inherit CUDA state; needs a CUDA build (no GPU required)")
 
@@ -116,4 +117,5 @@ PITFALL = Pitfall(
     "the same bad-fork flag, so the real message appears (needs a CUDA build of torch; a "
     "CPU-only wheel has no such flag and is skipped)",
     related=("default_device_fork_worker",),
+    cuda_errors=(3,),
 )

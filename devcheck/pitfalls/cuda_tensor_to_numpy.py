@@ -59,4 +59,6 @@ PITFALL = Pitfall(
     hints=("plt.plot", "__array__", ".numpy()"),
     cpu_note="needs an accelerator; a 'meta' tensor shows the same code path on CPU",
     related=("numpy_on_requires_grad",),
+    # raised inside torch's own sampler: a default device made its randperm a GPU tensor
+    yields_to=(("torch/utils/data/sampler.py", "default_device_sampler_generator"),),
 )

@@ -65,4 +65,5 @@ PITFALL = Pitfall(
             "CUDA_LAUNCH_BLOCKING=1 python train.py"),
     ),
     hints=("cross_entropy", "nll_loss", "CUDA_LAUNCH_BLOCKING"),
+    cuda_errors=(59, 710),
 )

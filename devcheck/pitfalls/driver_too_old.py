@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
-from devcheck.pitfalls._driver import (
-    driver_cuda_version,
-    fall_back_to_cpu,
-    first_cuda_tensor,
-    fmt,
-    wheel_cuda_version,
-)
+from devcheck.pitfalls._driver import fall_back_to_cpu, first_cuda_tensor
+from devcheck.probe import devices
+from devcheck.probe.devices import cuda_version_str as fmt
 
 
 def precondition(device: str) -> None:
-    wheel = wheel_cuda_version()
+    wheel = devices.wheel_cuda_version()
     if wheel is None:
         raise Skip("this torch build is CPU-only")
-    driver = driver_cuda_version()
+    driver = devices.driver_cuda_version()
     if driver is None:
         raise Skip("no NVIDIA driver here (see no_driver), so it cannot be too old")
     if driver >= wheel:
         raise Skip(f"the driver supports CUDA {fmt(driver)} >= the wheel's CUDA {fmt(wheel)}")
-    import torch
-
-    if torch.cuda.is_available():  # CUDA minor-version compatibility (same major release)
+    if devices.cuda_available():  # CUDA minor-version compatibility (same major release)
         raise Skip(f"the driver's CUDA {fmt(driver)} is older than the wheel's {fmt(wheel)}, "
                    "but CUDA initialises anyway (minor-version compatibility)")
 
@@ -63,4 +57,5 @@ PITFALL = Pitfall(
     ),
     hints=("nvidia-smi", "cuda version"),
     related=("no_driver",),
+    cuda_errors=(35,),
 )

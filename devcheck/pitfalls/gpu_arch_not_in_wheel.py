@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.probe import devices
 
 
 def precondition(device: str) -> None:
-    import torch
-
-    index = torch.device(device).index or 0
-    major, minor = torch.cuda.get_device_capability(index)
-    arches = torch.cuda.get_arch_list()
+    index = int(device.split(":")[1]) if ":" in device else 0
+    major, minor = devices.cuda_capability(index)
+    arches = devices.cuda_arch_list()
     cc = major * 10 + minor
     # sm_XY kernels run on a GPU of the same major version with minor >= Y
     sms = [int("".join(c for c in a[3:] if c.isdigit()) or 0) for a in arches
@@ -44,6 +43,10 @@ PITFALL = Pitfall(
                 "no kernel image is available",
                 "RuntimeError: CUDA error: no kernel image is available for execution on the "
                 "device"),
+        Symptom(r"invalid device function", "invalid device function",
+                "THCudaCheck FAIL file=/pytorch/aten/src/THC/THCGeneral.cpp line=405 error=8 : "
+                "invalid device function", weight=0.85,
+                variant="cudaErrorInvalidDeviceFunction (8; 98 since CUDA 10.1)"),
         Symptom(r"which is of compute capability \(CC\) \d+\.\d+", "compute capability (cc)",
                 "UserWarning: Found GPU0 NVIDIA GeForce GTX 1080 which is of compute "
                 "capability (CC) 6.1.", weight=0.8, variant="torch >= 2.8 warning"),
@@ -66,8 +69,10 @@ PITFALL = Pitfall(
     "kernel launch raises cudaErrorNoKernelImageForDevice",
     fixes=(
         Fix("Install a wheel built for your GPU's architecture (devcheck doctor names it)",
-            "pip install torch --index-url https://download.pytorch.org/whl/cu126  # Pascal"),
+            "# Maxwell/Pascal/Volta (sm_50-sm_70): cu126; Blackwell (sm_100, sm_120): cu128+\n"
+            "pip install torch --index-url https://download.pytorch.org/whl/cu126"),
     ),
     hints=("get_arch_list", "sm_"),
     related=("driver_too_old",),
+    cuda_errors=(8, 98, 48, 209),
 )

@@ -6,6 +6,7 @@ import io
 import os
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.probe import devices
 
 
 def _gpu_checkpoint() -> io.BytesIO:
@@ -32,9 +33,7 @@ def _gpu_checkpoint() -> io.BytesIO:
 def _hide_gpus() -> None:
     # The lab child has not initialised CUDA, so hiding the GPUs here makes this process
     # behave like a CPU-only machine (the variable is read at CUDA initialisation).
-    import torch
-
-    if torch.cuda.is_initialized():
+    if devices.cuda_initialized():
         raise Skip("CUDA is already initialised in this process; cannot hide the GPUs")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 

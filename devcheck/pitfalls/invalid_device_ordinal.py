@@ -26,6 +26,11 @@ PITFALL = Pitfall(
     title="cuda:N with N >= the number of visible GPUs",
     needs=("cuda",),
     symptoms=(
+        Symptom(r"No CUDA GPUs are available", "no cuda gpus are available",
+                "RuntimeError: No CUDA GPUs are available\n(train.py sets "
+                "os.environ['CUDA_VISIBLE_DEVICES'] = '1' on a one-GPU machine)", weight=0.95,
+                variant="CUDA_VISIBLE_DEVICES names a GPU that does not exist",
+                requires="cuda_visible_devices"),
         Symptom(r"invalid device ordinal", "invalid device ordinal",
                 "RuntimeError: CUDA error: invalid device ordinal\nCUDA kernel errors might "
                 "be asynchronously reported at some other API call, so the stacktrace below "
@@ -62,4 +67,5 @@ PITFALL = Pitfall(
     ),
     hints=("CUDA_VISIBLE_DEVICES", "cuda:1", "device_count"),
     related=("gpu_checkpoint_on_cpu",),
+    cuda_errors=(10, 101),
 )

@@ -31,6 +31,37 @@ PITFALL = Pitfall(
     needs=("cuda", "mps"),
     symptoms=(
         Symptom(
+            r"Expected all tensors to be on the same device, but (?:got \w+ is on |found "
+            r"at least two devices, )(?P<device>cuda|xpu):(\d+)[^\n]{0,80}?\b(?:cuda|xpu):(?!\2\b)"
+            r"\d+",
+            "expected all tensors to be on the same device",
+            "RuntimeError: Expected all tensors to be on the same device, but found at least "
+            "two devices, cuda:0 and cuda:1! (when checking argument for argument index in "
+            "method wrapper_CUDA_scatter__value)",
+            weight=0.95,
+            variant="two GPUs (cuda:0 and cuda:1)",
+            mechanism=(
+                "Two tensors are on two different GPUs: torch never copies between GPUs "
+                "implicitly, so one kernel cannot take both. Typical causes: the model on "
+                "cuda:0 (a bare .cuda() or .to('cuda') means the *current* device, usually "
+                "0) while the batch went to cuda:1 (or the reverse); a checkpoint loaded "
+                "with its saved device; a model split across GPUs (device_map='auto', manual "
+                "pipeline) whose layer outputs are not moved to the next layer's GPU; "
+                "DataParallel with the model not on device_ids[0]."
+            ),
+            fixes=(
+                Fix("Use one torch.device object for the model and every batch",
+                    "device = torch.device('cuda:1')   # the one GPU this process uses\n"
+                    "net = net.to(device)\nX, y = X.to(device), y.to(device)"),
+                Fix("Move inputs to wherever the model (or the next layer) lives",
+                    "X = X.to(next(net.parameters()).device)"),
+                Fix("Select the GPU outside the program, then use cuda:0 inside it",
+                    "CUDA_VISIBLE_DEVICES=1 python train.py   # inside: device = 'cuda:0'"),
+                Fix("Load checkpoints onto the device in use",
+                    "state = torch.load(path, map_location=device)"),
+            ),
+        ),
+        Symptom(
             r"Expected all tensors to be on the same device, but got \w+ is on "
             r"(?:cpu|cuda|mps)",
             "expected all tensors to be on the same device",
@@ -106,8 +137,15 @@ PITFALL = Pitfall(
     source="the dispatcher's device check (aten/src/ATen/native/TensorCompare / "
     "c10::impl::check_and_update_common_device), e.g. wrapper_CUDA_addmm for nn.Linear",
     fixes=(
-        Fix("Move the model once and every batch at the loop boundary",
-            "net = net.to(device)\nfor X, y in loader:\n    X, y = X.to(device), y.to(device)"),
+        Fix("The book's from-scratch net is a function over W and b (no net.to): create "
+            "them on the device, and move every batch at the loop boundary",
+            "device = torch.device('{device}')\n"
+            "W = torch.normal(0, 0.01, size=(784, 10), device=device, requires_grad=True)\n"
+            "b = torch.zeros(10, device=device, requires_grad=True)\n"
+            "for X, y in train_iter:\n    X, y = X.to(device), y.to(device)"),
+        Fix("An nn.Module model: move it once, then every batch",
+            "net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).to(device)\n"
+            "for X, y in loader:\n    X, y = X.to(device), y.to(device)"),
         Fix("Read the device from the model instead of hard-coding it",
             "device = next(net.parameters()).device\nX = X.to(device)"),
     ),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
-from devcheck.pitfalls._driver import driver_cuda_version, fall_back_to_cpu, first_cuda_tensor
+from devcheck.pitfalls._driver import fall_back_to_cpu, first_cuda_tensor
+from devcheck.probe import devices
 
 
 def precondition(device: str) -> None:
-    import torch
+    if not devices.cuda_build_version():
+        import torch
 
-    if not torch.version.cuda:
         raise Skip(f"this torch build ({torch.__version__}) is CPU-only; see cpu_only_wheel")
-    if driver_cuda_version() is not None:
+    if devices.driver_cuda_version() is not None:
         raise Skip("an NVIDIA driver is installed here, so 'Found no NVIDIA driver' cannot "
                    "happen")
 
@@ -36,6 +37,10 @@ PITFALL = Pitfall(
                 "RuntimeError: No CUDA GPUs are available", weight=0.8,
                 variant="driver present but no visible GPU (CUDA_VISIBLE_DEVICES='', "
                 "container without --gpus)"),
+        Symptom(r"no CUDA-capable device is detected", "no cuda-capable device is detected",
+                "RuntimeError: cuda runtime error (38) : no CUDA-capable device is detected "
+                "at /pytorch/aten/src/THC/THCGeneral.cpp:70", weight=0.85,
+                variant="cudaErrorNoDevice (38; 100 since CUDA 10.1)"),
         Symptom(r"CUDA driver initialization failed", "cuda driver initialization failed",
                 "RuntimeError: CUDA driver initialization failed, you might not have a CUDA "
                 "gpu.", weight=0.8),
@@ -56,4 +61,5 @@ PITFALL = Pitfall(
     ),
     hints=("is_available", "nvidia-smi"),
     related=("cpu_only_wheel", "driver_too_old"),
+    cuda_errors=(38, 100),
 )

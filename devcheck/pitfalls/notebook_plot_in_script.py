@@ -77,8 +77,11 @@ PITFALL = Pitfall(
     fixes=(
         Fix("In scripts, write figures to files (or call plt.show() once at the end)",
             "fig.savefig('curves.png')"),
-        Fix("Use a plotter that detects where it runs (softmax.plot does)",
-            "from softmax.plot import make_plotter"),
+        Fix("Use a plotter that detects where it runs: softmax.plot.LivePlot redraws in "
+            "a notebook and rewrites a PNG in a script",
+            "from softmax.plot import LivePlot\n"
+            "plot = LivePlot('curves.png', epochs=num_epochs)\n"
+            "plot.add(epoch + 1, (train_loss, train_acc, test_acc))  # returns the PNG path"),
     ),
     hints=("Animator", "display", "matplotlib"),
 )

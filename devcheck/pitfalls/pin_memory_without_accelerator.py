@@ -6,14 +6,13 @@ import os
 import warnings
 
 from devcheck.pitfalls._base import Fix, Pitfall, Skip, Symptom
+from devcheck.probe import devices
 
 
 def _no_accelerator() -> None:
-    import torch
-
-    if torch.backends.mps.is_available():
+    if devices.mps_available():
         raise Skip("MPS is available here; the warning needs a machine without accelerators")
-    if torch.cuda.is_initialized():
+    if devices.cuda_initialized():
         raise Skip("CUDA already initialised; cannot hide the GPUs")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the lab child is a throwaway process
 
@@ -49,6 +48,11 @@ PITFALL = Pitfall(
     title="pin_memory=True without a GPU (d2l-style loaders copied to a CPU machine)",
     needs=("cpu",),
     symptoms=(
+        Symptom(r"pin[_ ]?memory'?\s*(?:argument|arg)?\s*(?:is\s+)?set\s+(?:as|to)\s+true,?\s+"
+                r"but\s+no\s+(?:accelerator|accelarator|acclerator|gpu|cuda)\w*\s+(?:is\s+|was\s+)?"
+                r"found", "but no", "warning: pin_memory arg is set to True, but no "
+                "accelerator was found, so device pinned memory won't be used", weight=0.85,
+                variant="retyped or paraphrased (matched on stable fragments)"),
         Symptom(r"'pin_memory' argument is set as true but no accelerator is found",
                 "argument is set as true but", "UserWarning: 'pin_memory' argument is set as "
                 "true but no accelerator is found, then device pinned memory won't be used."),
