@@ -80,7 +80,11 @@ def atomic_path(path: Path | str, what: str = "output") -> Iterator[Path]:
     """
     target = Path(path)
     if target.exists() and not target.is_file():  # /dev/full, a fifo, /proc/...: no rename
-        yield target
+        try:
+            yield target
+        except OSError as exc:
+            raise OutputError(what, target, describe_os_error(exc),
+                              f"choose a regular file for the {what}") from exc
         return
     tmp = temp_name(target)
     try:
