@@ -20,7 +20,7 @@
 # Environment: PYTHON (default python3); GPU_CHECK_BUDGET_S (default 450, so the whole run
 # stays under ~8 minutes: a step that would start past it is NOT RUN, which fails the check);
 # GPU_CHECK_STEPS (a space-separated subset of: doctor doctor-json tests pitfalls train
-# predict bench; the others are skipped); GPU_CHECK_TESTS (what pytest collects, default
+# predict run bench; the others are skipped); GPU_CHECK_TESTS (what pytest collects, default
 # "tests").
 set -uo pipefail
 
@@ -43,7 +43,7 @@ data=$(cd "$2" && pwd)
 
 PY=${PYTHON:-python3}
 budget=${GPU_CHECK_BUDGET_S:-450}
-selected=" ${GPU_CHECK_STEPS:-doctor doctor-json tests pitfalls train predict bench} "
+selected=" ${GPU_CHECK_STEPS:-doctor doctor-json tests pitfalls train predict run dist bench} "
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 export SOFTMAX_MIRROR="$data" SOFTMAX_OFFLINE=1
@@ -154,14 +154,25 @@ step tests 240 - "pytest-devcheck.json junit.xml" -- "$PY" -m pytest \
 
 step pitfalls 180 "$out/pitfalls.json" pitfalls.json -- \
   "$PY" -m devcheck pitfalls run --all --device cuda --json
+# issue 10: the new CUDA reproductions (OOM, cuDNN, cuBLAS, illegal access, NCCL) ran above;
+# `devcheck explain` must name each real error text the lab produced as its own pitfall
+step pitfalls:explain 90 - - -- "$PY" scripts/explain_cuda_check.py "$out/pitfalls.json"
+
+# torch.distributed on the GPU(s) (issue 12): rendezvous, gloo, then NCCL, busbw per size
+step dist 150 - - -- "$PY" -m devcheck dist --backend nccl --timeout 120
 
 if [ -n "$missing" ]; then
   skip train "no dataset: missing in $data:$missing"
   skip predict "no dataset"
+  skip run "no dataset"
+  skip dist:train "no dataset"
 else
   step train 180 - train-metrics.json -- "$PY" -m softmax train --device cuda --epochs 10 \
     --data-root "$work/data" --checkpoint-dir "$work/run" \
     --metrics-json "$out/train-metrics.json"
+  # the book's code path on cuda (issue 15): its epoch line shows syncs/step (expect 0.00)
+  step train:book 120 - - -- "$PY" -m softmax train --book --device cuda --epochs 1 \
+    --data-root "$work/data" --checkpoint-dir "$work/run-book"
   if [ -f "$work/run/last.pt" ]; then
     step predict 90 - predictions.png -- "$PY" -m softmax predict --device cuda \
       --data-root "$work/data" --checkpoint "$work/run/last.pt" --out "$out/predictions.png"
@@ -170,11 +181,26 @@ else
   else
     skip predict "not in GPU_CHECK_STEPS"
   fi
+  # devcheck run on the trainer (issue 11): expect the input_bound verdict for the book's
+  # DataLoader and not for the GPU-resident tensors; the summaries end each step's log.
+  step run:dataloader 150 - - -- "$PY" -m devcheck run -i 0.1 --no-plot \
+    --out "$work/run-dataloader" -- "$PY" -m softmax train --device cuda --loader dataloader \
+    --epochs 2 --data-root "$work/data" --checkpoint-dir "$work/run-dl"
+  step run:tensor 120 - - -- "$PY" -m devcheck run -i 0.1 --no-plot \
+    --out "$work/run-tensor" -- "$PY" -m softmax train --device cuda --loader tensor \
+    --epochs 10 --data-root "$work/data" --checkpoint-dir "$work/run-tn"
+  # the trainer under torchrun on cuda (issue 12): NCCL, one rank per GPU; a world of 1 on
+  # a one-GPU machine still runs the distributed path (NCCL, wrapped model, rank checks)
+  ngpu=$("$PY" -c 'import torch; print(max(1, torch.cuda.device_count()))' 2>/dev/null)
+  [[ $ngpu =~ ^[0-9]+$ ]] || ngpu=1
+  step dist:train 180 - - -- "$PY" -m torch.distributed.run --standalone \
+    --nproc-per-node "$ngpu" -m softmax train --device cuda --epochs 3 \
+    --data-root "$work/data" --checkpoint-dir "$work/run-ddp"
 fi
 
 # Benchmarks: the scripts that take --device (the others measure CPU-only things), on cuda,
 # with the dataset when they take --data-root, shortened where named here to fit the budget.
-declare -A bench_extra=([bench_train]="--book-epochs 3 --repeats 3")
+declare -A bench_extra=([bench_train]="--book-epochs 3 --repeats 3" [bench_predict]="--sizes 3000")
 for bench in benchmarks/*.py; do
   [ -f "$bench" ] || continue
   name=$(basename "$bench" .py)
