@@ -83,9 +83,9 @@ class Session:
         """Doctor's own documented JSON document for the facts this run probed."""
         if self.facts is None:
             return {"error": self.probe_error or "not probed"}
-        from devcheck.render import report
+        from devcheck.render.json import to_json
 
-        return report.to_json(self.facts, self.findings, command="pytest")
+        return to_json(self.facts, self.findings, command="pytest")
 
 
 # ---------------------------------------------------------------- probing (lazy imports)
