@@ -8,7 +8,9 @@ findings / failed checks, 2 usage errors (click's own).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 
 import click
 
@@ -52,4 +54,12 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli()
+    try:
+        cli()
+    finally:
+        # The command is over (a stream that ended by itself, like `gpus --watch` without
+        # NVML, included): a Ctrl-C landing while the interpreter shuts down would only print
+        # "Exception ignored in threading ... KeyboardInterrupt". Only the real process
+        # entry point does this; click's CliRunner calls ``cli`` and keeps its handlers.
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
