@@ -18,7 +18,9 @@ from fakes.facts import (
 )
 
 from devcheck.facts import DoctorFacts, Finding, GpuProcess, LiveCheck, NvmlFacts
-from devcheck.render import common, markdown, report
+from devcheck.render import common, markdown
+from devcheck.render.json import render_json, to_json
+from devcheck.render.text import render_text
 from devcheck.rules.diagnose import diagnose
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -26,7 +28,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def test_json_schema_keys_and_values() -> None:
     d = facts(nvml=nvml_gpus(1), torch=torch_cuda(1))
-    doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    doc = json.loads(render_json(to_json(d, diagnose(d), command="doctor")))
     assert doc["schema_version"] == 2 and doc["command"] == "doctor"
     assert "compiled_cuda_version" not in doc["torch"]  # schema 2: torch.cuda_version only
     assert doc["gpus"][0]["errors"] == {} and doc["torch"]["errors"] == {}
@@ -43,10 +45,10 @@ def test_json_schema_keys_and_values() -> None:
 
 def test_json_without_torch_and_broken_everything() -> None:
     d = facts(nvml=NvmlFacts(error="x", error_kind="timeout"), torch=torch_import_failed())
-    doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    doc = json.loads(render_json(to_json(d, diagnose(d), command="doctor")))
     assert doc["summary"]["exit_code"] == 1 and doc["torch"]["imported"] is False
     d = facts(no_torch=True)
-    doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="gpus")))
+    doc = json.loads(render_json(to_json(d, diagnose(d), command="gpus")))
     assert doc["torch"] is None and doc["gpus"] == []
 
 
@@ -66,20 +68,20 @@ def test_json_stays_valid_when_a_gpu_computes_nan_or_inf() -> None:
                    for c in broken.live_checks) + (LiveCheck("cuda:1", False, 0.1, float("inf"),
                                                              "differs by inf"),)
     d = facts(nvml=nvml_gpus(1), torch=dataclasses.replace(broken, live_checks=checks))
-    doc = _strict_json(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    doc = _strict_json(render_json(to_json(d, diagnose(d), command="doctor")))
     errors = {c["device"]: c["max_abs_error"] for c in doc["torch"]["live_checks"]}
     assert errors["cuda:0"] is None and errors["cuda:1"] is None
     assert doc["summary"]["exit_code"] == 1
 
 def test_exit_code() -> None:
-    assert report.exit_code([]) == 0
-    assert report.exit_code([Finding("a", "warn", "t", "e")]) == 0
-    assert report.exit_code([Finding("a", "warn", "t", "e"), Finding("b", "error", "t", "e")]) == 1
+    assert common.exit_code([]) == 0
+    assert common.exit_code([Finding("a", "warn", "t", "e")]) == 0
+    assert common.exit_code([Finding("a", "warn", "t", "e"), Finding("b", "error", "t", "e")]) == 1
 
 
 def test_text_report_answer_first_and_findings() -> None:
     d = facts()
-    text = report.render_text(d, diagnose(d))
+    text = render_text(d, diagnose(d))
     first = text.splitlines()[0]
     assert first == "Can torch use the GPU? no: no NVIDIA GPU on this machine: torch uses the CPU"
     assert text.splitlines()[1].startswith("Do new tensors go to the GPU by default? no: ")
@@ -92,7 +94,7 @@ def test_text_report_answer_first_and_findings() -> None:
 
 def test_colour_only_when_asked() -> None:
     d = facts()
-    assert "\x1b[" in report.render_text(d, diagnose(d), color=True)
+    assert "\x1b[" in render_text(d, diagnose(d), color=True)
 
 
 def test_gpu_lines_with_missing_fields_and_processes() -> None:
@@ -100,20 +102,20 @@ def test_gpu_lines_with_missing_fields_and_processes() -> None:
         gpu(0, power_draw_w=None, temperature_c=None,
             processes=(process(7, 100), process(8, None))),
         gpu(1, error="NVMLError_GpuIsLost: GPU is lost")))
-    text = report.render_text(facts(nvml=n, torch=torch_cuda(1)), [])
+    text = render_text(facts(nvml=n, torch=torch_cuda(1)), [])
     assert "[0] NVIDIA GeForce RTX 4090  CC 8.9 | n/a, 2 %" in text
     assert "python7/7(100M) python8/8(?)" in text and "[1] not usable: NVMLError_GpuIsLost" in text
 
 
 def test_cudnn_version_text() -> None:
-    assert report._cudnn(92400) == "9.24.0" and report._cudnn(8902) == "8.9.2"
-    assert report._cudnn(None) == "-"
+    assert common.cudnn_text(92400) == "9.24.0" and common.cudnn_text(8902) == "8.9.2"
+    assert common.cudnn_text(None) == "-"
 
 
 def test_text_lines_fit_in_100_columns_unless_unbreakable() -> None:
     d = facts()
-    for line in report.render_text(d, diagnose(d)).splitlines()[1:]:  # the answer stays whole
-        assert len(line) <= report.WIDTH or " " not in line.strip()
+    for line in render_text(d, diagnose(d)).splitlines()[1:]:  # the answer stays whole
+        assert len(line) <= common.WIDTH or " " not in line.strip()
 
 
 @pytest.mark.parametrize("default, gpu_ok, words", [
@@ -125,7 +127,7 @@ def test_default_device_in_plain_words(default: str, gpu_ok: bool, words: str) -
     t = torch_cuda(1, default_device=default) if gpu_ok else torch_cpu_machine()
     d = facts(nvml=nvml_gpus(1) if gpu_ok else None, torch=t)
     assert words in common.default_device_answer(d)
-    doc = json.loads(report.render_json(report.to_json(d, diagnose(d), command="doctor")))
+    doc = json.loads(render_json(to_json(d, diagnose(d), command="doctor")))
     assert words in doc["summary"]["default_device_answer"]
 
 
@@ -141,10 +143,10 @@ def _hostile_facts() -> DoctorFacts:
 
 def test_names_from_outside_never_reach_the_terminal_raw() -> None:
     d = _hostile_facts()
-    text = report.render_text(d, diagnose(d), color=False)
+    text = render_text(d, diagnose(d), color=False)
     assert not CONTROL.search(text.replace("\n", "")), repr(text)
     assert "evil\\x1b]0;pwned\\x07" in text  # shown, escaped, not executed
-    coloured = report.render_text(d, diagnose(d), color=True)
+    coloured = render_text(d, diagnose(d), color=True)
     assert "\x1b]" not in coloured and "\x1b[2J" not in coloured and "\x9b" not in coloured
 
 
@@ -201,7 +203,7 @@ def test_markdown_report_parses_with_table_findings_and_details(case: str) -> No
     fence = next(t for t in tokens if t.type == "fence")
     assert fence.info == "json"
     doc = json.loads(fence.content)
-    assert doc["command"] == command and doc["summary"]["exit_code"] == report.exit_code(findings)
+    assert doc["command"] == command and doc["summary"]["exit_code"] == common.exit_code(findings)
 
 
 def test_markdown_html_and_pipes_in_values_are_escaped() -> None:
