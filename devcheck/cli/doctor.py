@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import click
 
 from devcheck.checkup import collect, run
-from devcheck.cli.params import FiniteFloat
+from devcheck.cli.params import FiniteFloat, ensure_stdout
 from devcheck.facts import DoctorFacts, Finding
 from devcheck.rules.diagnose import diagnose
 from devcheck.rules.require import REQUIRE_KINDS
@@ -33,15 +33,7 @@ def _use_color(choice: bool | None) -> bool:
 
 def _check_stdout() -> None:
     """Fail before probing when there is nowhere to print (``devcheck doctor >&-``)."""
-    stdout = sys.stdout
-    try:
-        usable = stdout is not None and stdout.fileno() >= 0 and not stdout.closed
-    except (OSError, ValueError, AttributeError):
-        usable = stdout is not None and not getattr(stdout, "closed", True)  # CliRunner
-    if not usable:
-        raise click.ClickException(
-            "cannot print the report: stdout is closed; rerun with stdout open, e.g. "
-            "`devcheck doctor > report.txt`")
+    ensure_stdout("the report", "devcheck doctor > report.txt")
 
 
 def _silence_stdout() -> None:

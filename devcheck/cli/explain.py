@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import click
 
+from devcheck.cli.params import ensure_stdout
+
 # Pitfalls whose advice uses this machine's GPU memory (other processes, from NVML).
 _MEMORY = frozenset({"cuda_out_of_memory", "cublas_error", "cudnn_error"})
 
@@ -110,15 +112,7 @@ def _stdin() -> Any:
 
 def _check_stdout() -> None:
     """Fail before reading when there is nowhere to print (``devcheck explain f >&-``)."""
-    stdout = sys.stdout
-    try:
-        usable = stdout is not None and stdout.fileno() >= 0 and not stdout.closed
-    except (OSError, ValueError, AttributeError):
-        usable = stdout is not None and not getattr(stdout, "closed", True)  # CliRunner
-    if not usable:
-        raise click.ClickException("cannot print the explanation: stdout is closed; rerun "
-                                   "with stdout open, e.g. `devcheck explain err.txt > "
-                                   "explained.txt`")
+    ensure_stdout("the explanation", "devcheck explain err.txt > explained.txt")
 
 
 def _emit(text: str) -> None:

@@ -1,4 +1,4 @@
-"""Click parameter types shared by every command (devcheck's and softmax's).
+"""Click parameter types and checks shared by every command (devcheck's and softmax's).
 
 Floats from the command line are checked once, here: ``nan`` passes every ``<``/``>``
 comparison and ``inf`` overflows ``time.sleep`` and thread timeouts, so a bound check alone
@@ -9,6 +9,7 @@ and the range expected.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import click
@@ -50,3 +51,20 @@ class FiniteFloat(click.ParamType):
 
     def __repr__(self) -> str:
         return f"FiniteFloat{self._range()}"
+
+
+def ensure_stdout(what: str, example: str) -> None:
+    """Fail before any work when stdout is closed (``cmd >&-``): one line, not a traceback.
+
+    Raises:
+        click.ClickException: naming ``what`` could not be printed and how to rerun
+            (``example``).
+    """
+    stdout = sys.stdout
+    try:
+        usable = stdout is not None and stdout.fileno() >= 0 and not stdout.closed
+    except (OSError, ValueError, AttributeError):
+        usable = stdout is not None and not getattr(stdout, "closed", True)  # CliRunner
+    if not usable:
+        raise click.ClickException(f"cannot print {what}: stdout is closed; rerun with stdout "
+                                   f"open, e.g. `{example}`")
