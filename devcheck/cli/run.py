@@ -12,19 +12,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
+from devcheck.cli.fastrun import INTERVAL_DEFAULT, INTERVAL_MAX, INTERVAL_MIN
 from devcheck.cli.params import FiniteFloat
-
-if TYPE_CHECKING:
-    from devcheck.run.job import RunOutcome
 
 
 @click.command(context_settings={"ignore_unknown_options": True,
                                  "allow_interspersed_args": False})
-@click.option("--interval", "-i", "interval_s", type=FiniteFloat(0.01, 3600.0), default=0.25,
+@click.option("--interval", "-i", "interval_s", type=FiniteFloat(INTERVAL_MIN, INTERVAL_MAX),
+              default=INTERVAL_DEFAULT,
               show_default=True, help="Seconds between samples (0.25 = 4 Hz).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder for timeline.jsonl, summary.json, timeline.png "
@@ -43,51 +41,14 @@ def run(interval_s: float, out_dir: Path | None, as_json: bool, no_plot: bool,
 
     Exit code: the command's own (128+N for signal N).
     """
-    from devcheck.fileio import OutputError
-    from devcheck.run import job as job_mod
-    from devcheck.run.runner import LaunchError
+    from devcheck.cli.fastrun import RunArgs, execute
 
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise click.UsageError("no command given: devcheck run [OPTIONS] -- COMMAND [ARGS...]")
-    try:
-        folder = job_mod.prepare_out_dir(out_dir or job_mod.default_out_dir())
-    except OutputError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        outcome = job_mod.run_job(argv, interval_s=interval_s, out_dir=folder,
-                                  plot=not no_plot, dedicated=True)
-    except LaunchError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        _remove_if_empty(folder, out_dir is None)
-        sys.exit(exc.exit_code)
-    except OutputError as exc:
-        raise click.ClickException(str(exc)) from None
-    _print(outcome, as_json)
-    sys.exit(outcome.job.exit_code)
-
-
-def _remove_if_empty(folder: Path, created_by_default: bool) -> None:
-    if created_by_default:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-
-
-def _print(outcome: RunOutcome, as_json: bool) -> None:
-    from devcheck.run.report import render_text
-
-    for warning in outcome.warnings:
-        click.echo(f"[devcheck] warning: {warning}", err=True)
-    try:
-        click.echo(render_text(outcome.summary), err=True)
-        if as_json:
-            click.echo(outcome.summary.to_json(indent=None))
-    except (BrokenPipeError, OSError):
-        pass  # a closed stdout/stderr must not change the job's exit code
+    execute(RunArgs(tuple(argv), interval_s, out_dir, as_json, no_plot))
 
 
 def watch_gpus(interval_s: float, as_json: bool) -> None:
