@@ -10,6 +10,7 @@ flushed every sample, so ``tail -f`` works) and renamed when the run ends.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ class RunOutcome:
     job: runner.JobResult
     summary: RunSummary
     warnings: tuple[str, ...] = field(default=())
+    files: tuple[str, ...] = field(default=())  # what was written into the output folder
 
 
 def default_out_dir(now: datetime | None = None) -> Path:
@@ -118,10 +120,16 @@ def run_job(argv: list[str], *, interval_s: float = 0.25, out_dir: Path | None,
         if out_dir is not None:
             tmp = stack.enter_context(atomic_path(out_dir / "timeline.jsonl", "timeline"))
             f = stack.enter_context(open(tmp, "w", encoding="utf-8"))
-        return _sample_and_wait(proc, argv, started, interval_s, out_dir, plot,
-                                env if env is not None else dict(os.environ),
-                                import_pynvml, tee_target_fd, _TimelineWriter(f), dedicated,
-                                forwarder)
+        outcome = _sample_and_wait(proc, argv, started, interval_s, out_dir, plot,
+                                   env if env is not None else dict(os.environ),
+                                   import_pynvml, tee_target_fd, _TimelineWriter(f), dedicated,
+                                   forwarder)
+    if out_dir is None:
+        return outcome
+    # after the stack: timeline.jsonl has been renamed into place (or is lost, and said so)
+    files = tuple(name for name in ("timeline.jsonl", "summary.json", "timeline.png")
+                  if (out_dir / name).is_file())
+    return dataclasses.replace(outcome, files=files)
 
 
 def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from devcheck.facts import ToDict
@@ -183,8 +184,10 @@ def summarize(command: list[str], exit_code: int | None, stats: JobStats,
 _MARK = {"error": "x", "warn": "!", "info": "i", "ok": "+"}
 
 
-def render_text(s: RunSummary, *, prefix: str = "[devcheck] ") -> str:
-    """The end-of-run summary a person reads."""
+def render_text(s: RunSummary, *, prefix: str = "[devcheck] ",
+                files: Sequence[str] | None = None) -> str:
+    """The end-of-run summary a person reads; ``files``: what the run really wrote (a plot
+    skipped with --no-plot or lost to a full disk is not promised)."""
     out = [f"devcheck run: {command_line(s.command)}" if s.kind == "run"
            else " ".join(s.command)]
     status = "" if s.exit_code is None else f", exit code {s.exit_code}"
@@ -213,7 +216,9 @@ def render_text(s: RunSummary, *, prefix: str = "[devcheck] ") -> str:
     if s.crash:
         out += _crash_text(s.crash)
     if s.out_dir:
-        out += ["", f"timeline, summary and plot: {s.out_dir}"]
+        written = f" ({', '.join(files)})" if files else " (nothing could be written)" \
+            if files is not None else ""
+        out += ["", f"output folder: {s.out_dir}{written}"]
     return "\n".join(prefix + line if line else prefix.rstrip() for line in out)
 
 
