@@ -83,7 +83,7 @@ def test_unparsable_file_is_reported_and_the_rest_still_checked(project: Path) -
     assert "latin.py: error: cannot decode" in out
     assert "broken.ipynb: error: not a Jupyter notebook" in out
     assert "gpu_checkpoint_on_cpu" in out  # bad.py still checked
-    assert "3 files could not be parsed (exit status 2)" in out
+    assert "3 files could not be read, parsed or written (exit status 2)" in out
 
 
 def test_json_output(project: Path) -> None:
@@ -192,13 +192,30 @@ def test_hostile_inputs_are_reported_not_crashed_on(tmp_path: Path) -> None:
     (tmp_path / "nb3.ipynb").write_text(json.dumps({"worksheets": [], "nbformat": 3}))
     (tmp_path / "nocells.ipynb").write_text(json.dumps(
         {"cells": [{"cell_type": "code", "source": 7}, "junk"], "nbformat": 4}))
+    (tmp_path / "intline.ipynb").write_text(json.dumps(
+        {"cells": [{"cell_type": "code", "source": ["import torch\n", 5]}], "nbformat": 4}))
     code, out = run(str(tmp_path))
     assert code == 2 and "Traceback" not in out
     assert "deep.py: error: cannot parse: nested too deeply" in out
     assert "nul.py: error: cannot parse" in out
     assert "list.ipynb: error: not a Jupyter notebook" in out
     assert "nb3.ipynb: error: not a Jupyter notebook" in out
-    assert "4 files could not be parsed" in out and "6 files" in out
+    assert "list.ipynb: error: not a Jupyter notebook (the document is a JSON list" in out
+    assert "nocells.ipynb:cell 1: error: not a Jupyter notebook: this cell's 'source'" in out
+    assert "intline.ipynb:cell 1: error: not a Jupyter notebook" in out
+    assert "6 files could not be read, parsed or written" in out and "7 files" in out
+
+
+def test_fix_leaves_a_read_only_file_alone(tmp_path: Path) -> None:
+    """The rename of an atomic write would replace a file its owner made read-only, and
+    root ignores the mode: --fix must refuse, like ruff and black do."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(BAD)
+    bad.chmod(0o444)
+    code, out = run(str(bad), "--fix")
+    assert code == 2 and "Traceback" not in out
+    assert f"cannot write fixed file {bad}: it is read-only" in out and "chmod u+w" in out
+    assert bad.read_text() == BAD
 
 
 def test_fix_that_cannot_write_is_reported(tmp_path: Path,

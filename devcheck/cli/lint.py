@@ -31,6 +31,10 @@ def _write(path: str, data: bytes) -> str | None:
     """Write a fixed file atomically, keeping its permissions; the error text on failure."""
     from devcheck.fileio import OutputError, atomic_write_bytes
 
+    if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
+        # the rename would replace a file its owner made read-only (root ignores modes)
+        return (f"cannot write fixed file {path}: it is read-only; make it writable "
+                f"(chmod u+w {path}) to --fix it")
     try:
         mode = os.stat(path).st_mode & 0o7777
         atomic_write_bytes(path, data, what="fixed file")

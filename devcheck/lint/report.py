@@ -62,7 +62,7 @@ def summary(run: LintRun, fix_mode: bool = False) -> str:
         parts.append(f"No findings in {files}.")
     if run.errors:
         parts.append(f"{_plural(len({e.path for e in run.errors}), 'file')} could not be "
-                     "parsed (exit status 2).")
+                     "read, parsed or written (exit status 2).")
     if run.findings:
         parts.append("Explain one: devcheck pitfalls show ID.")
     return " ".join(parts)

@@ -131,14 +131,21 @@ def blank_magics(cell_source: str) -> str:
     return "\n".join(out)
 
 
-def _cell_text(cell: dict[str, Any]) -> str:
+def _cell_text(cell: dict[str, Any]) -> str | None:
+    """The cell's code; None when 'source' is neither a string nor a list of strings."""
     src = cell.get("source", "")
-    return "".join(src) if isinstance(src, list) else str(src)
+    if isinstance(src, str):
+        return src
+    if isinstance(src, list) and all(isinstance(part, str) for part in src):
+        return "".join(src)
+    return None
 
 
 def read_notebook(path: str, data: bytes) -> Source:
     try:
         nb = json.loads(data.decode("utf-8-sig"))
+        if not isinstance(nb, dict):
+            raise TypeError(f"the document is a JSON {type(nb).__name__}, not an object")
         cells_json = nb["cells"]
         if not isinstance(cells_json, list):
             raise TypeError("'cells' is not a list")
@@ -153,7 +160,12 @@ def read_notebook(path: str, data: bytes) -> Source:
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
         number += 1
-        original = _cell_text(cell)
+        text = _cell_text(cell)
+        if text is None:
+            src.errors.append(ParseError(path, "not a Jupyter notebook: this cell's 'source' "
+                                         "is not a string or a list of strings", cell=number))
+            text = ""
+        original = text
         body = blank_magics(original).rstrip("\n")
         n = len(split_lines(body)) if body else 0
         try:
