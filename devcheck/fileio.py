@@ -48,6 +48,16 @@ def describe_os_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def advice(exc: BaseException, what: str) -> str:
+    """What to do about a failed write, by its cause (free space does not fix a permission)."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"free space (or raise the limit) or choose another path for the {what}"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"check the permissions or choose a writable path for the {what}"
+    return f"choose another path for the {what}"
+
+
 def check_writable(path: Path | str, what: str = "output") -> Path:
     """Fail before any work when ``path`` can never be written (a directory, no parent,
     a read-only folder). Creates no directories: a typo must not create ``/nonexistent/``."""
@@ -79,11 +89,14 @@ def atomic_path(path: Path | str, what: str = "output") -> Iterator[Path]:
     naming ``path`` (other exceptions pass through unchanged, after the clean-up).
     """
     target = Path(path)
+    if target.is_symlink() and target.exists():
+        # write where the link points: a rename onto the link would replace the link itself
+        target = Path(os.path.realpath(target))
     if target.exists() and not target.is_file():  # /dev/full, a fifo, /proc/...: no rename
         try:
             yield target
         except OSError as exc:
-            raise OutputError(what, target, describe_os_error(exc),
+            raise OutputError(what, path, describe_os_error(exc),
                               f"choose a regular file for the {what}") from exc
         return
     tmp = temp_name(target)
@@ -92,8 +105,7 @@ def atomic_path(path: Path | str, what: str = "output") -> Iterator[Path]:
         os.replace(tmp, target)
     except OSError as exc:
         _unlink_quietly(tmp)
-        raise OutputError(what, target, describe_os_error(exc),
-                          f"free space or choose another path for the {what}") from exc
+        raise OutputError(what, path, describe_os_error(exc), advice(exc, what)) from exc
     except BaseException:
         _unlink_quietly(tmp)
         raise

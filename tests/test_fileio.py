@@ -66,3 +66,30 @@ def test_check_writable_refuses_a_directory_and_a_missing_parent(tmp_path: Path)
         check_writable(missing, "metrics")
     assert not missing.parent.exists()  # a typo never creates folders
     assert check_writable(tmp_path / "ok.json") == tmp_path / "ok.json"
+
+
+def test_a_symlinked_target_is_written_through_the_link(tmp_path: Path) -> None:
+    """A rename onto a symlink replaces the link: the user's link (to shared storage, say)
+    must stay a link and the file it points to must get the new content."""
+    real = tmp_path / "store" / "m.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "m.json"
+    link.symlink_to(real)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert [p.name for p in real.parent.iterdir()] == ["m.json"]
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (errno.ENOSPC, "free space"), (errno.EFBIG, "raise the limit"),
+    (errno.EACCES, "check the permissions"), (errno.EROFS, "check the permissions"),
+    (errno.EIO, "choose another path"),
+])
+def test_the_advice_fits_the_cause(code: int, words: str) -> None:
+    from devcheck.fileio import advice
+
+    text = advice(OSError(code, os.strerror(code)), "checkpoint")
+    assert words in text and text.endswith("for the checkpoint")
+    if code in (errno.EACCES, errno.EROFS):
+        assert "free space" not in text
