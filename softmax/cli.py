@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from devcheck.cli.params import FiniteFloat
+from softmax.limits import EPOCHS_MAX, LR_MAX
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
 EXIT_CLOSED_STDOUT = 141  # 128 + SIGPIPE: what the shell reports for `yes | head -1`
@@ -70,9 +71,11 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=0.1, show_default=True, type=FiniteFloat(0, low_open=True),
-              help="SGD learning rate, a finite number > 0.")
+@click.option("--epochs", default=10, show_default=True,
+              type=click.IntRange(1, EPOCHS_MAX))
+@click.option("--lr", default=0.1, show_default=True,
+              type=FiniteFloat(0, LR_MAX, low_open=True),
+              help="SGD learning rate, a finite number > 0 (float32: <= 3.4e38).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
 @click.option("--data-root", default=None, type=click.Path(file_okay=False),

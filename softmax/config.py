@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from softmax.devices import cpu_count
+from softmax.limits import EPOCHS_MAX, LR_MAX
 
 LOADERS = ("tensor", "dataloader")
 MODELS = ("scratch", "concise")
@@ -95,11 +96,12 @@ class TrainConfig:
         self._check_outputs_differ()
 
     def _check_numbers(self) -> None:
-        if not _is_int(self.epochs) or self.epochs < 1:
-            raise ConfigError("epochs", self.epochs, "a whole number >= 1")
+        if not _is_int(self.epochs) or not 1 <= self.epochs <= EPOCHS_MAX:
+            raise ConfigError("epochs", self.epochs, f"a whole number in 1..{EPOCHS_MAX}")
         if not isinstance(self.lr, int | float) or isinstance(self.lr, bool) \
-                or not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError("lr", self.lr, "a finite number > 0 (the book uses 0.1)")
+                or not math.isfinite(self.lr) or not 0 < self.lr <= LR_MAX:
+            raise ConfigError("lr", self.lr, "a finite number > 0 and <= 3.4e38 (float32's "
+                              "largest; the book uses 0.1)")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError("batch_size", self.batch_size, "a whole number >= 1")
         if self.workers is not None and (not _is_int(self.workers)
