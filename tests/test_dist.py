@@ -232,6 +232,26 @@ def test_rendezvous_without_the_other_node(tmp_path: Path) -> None:
     assert "node rank 1, 2 never arrived" in h.summary and "10.0.0.1:29400" in h.summary
 
 
+def test_a_launcher_that_died_at_once_is_not_called_a_timeout(tmp_path: Path) -> None:
+    """torchrun refusing its arguments used to read "node rank 1 never arrived"."""
+    opts = LaunchOptions(nproc=2, nnodes=2, node_rank=0, rdzv_endpoint="h:29400", timeout_s=30)
+    output = ("Traceback (most recent call last):\n  ...\nValueError: The port number of the "
+              "rendezvous endpoint 'h:99999' must be an integer between 0 and 65536.\n")
+    cmd = ["python", "-m", "torch.distributed.run", "--nnodes", "2", "-m", "w"]
+    h = diagnose_hang(rank_states(tmp_path, 4), 4, opts, timed_out=False, exit_code=1,
+                      command=cmd, launcher_output=output)
+    assert h.stage == "launch" and "never arrived" not in h.summary
+    assert "torchrun exited with code 1 before launching any (not a timeout)" in h.summary
+    assert "ValueError: The port number" in h.summary
+    assert any(step.endswith("python -m torch.distributed.run --nnodes 2 -m w")
+               for step in h.next_steps)
+    # c10d's own join timeout is a timeout, even though the launcher exited by itself
+    late = diagnose_hang(rank_states(tmp_path, 4), 4, opts, timed_out=False, exit_code=1,
+                         launcher_output="torch.distributed.elastic.rendezvous.api."
+                                         "RendezvousTimeoutError\n")
+    assert late.stage == "rendezvous" and "node rank 1 never arrived" in late.summary
+
+
 def test_a_rank_error_names_rank_and_stage(tmp_path: Path) -> None:
     _write_progress(tmp_path, 0, _common("nccl"))
     _write_progress(tmp_path, 1, _common("nccl") + [

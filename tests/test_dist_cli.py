@@ -153,6 +153,9 @@ def test_nccl_version_from_the_library_or_why_not(tmp_path: Path) -> None:
     (["--sizes", "4 parsecs"], "is not a size"),
     (["--nnodes", "2", "--node-rank", "2"], "is not below --nnodes 2"),
     (["--rdzv-endpoint", "host"], "has no port"),
+    (["--rdzv-endpoint", "nohost:xx"], "the port 'xx' is not a number in 1..65535"),
+    (["--rdzv-endpoint", "127.0.0.1:70000"], "the port '70000' is not a number in 1..65535"),
+    (["--rdzv-endpoint", ":29400"], "has no host"),
     (["--backend", "mpi"], "'mpi' is not one of"),
     (["--nproc", "0"], "0 is not in the range"),
 ])
@@ -160,6 +163,31 @@ def test_usage_errors_exit_2(args: list[str], words: str) -> None:
     res = CliRunner().invoke(cli, ["dist", *args])
     assert res.exit_code == 2 and words in res.output, res.output
     assert "Traceback" not in res.output
+
+
+def test_unresolvable_endpoint_is_an_error_and_nothing_is_launched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that does not resolve used to wait out --timeout and blame the other node."""
+    from devcheck.cli import dist as cli_dist
+
+    monkeypatch.setattr(topology, "_import_pynvml", lambda: fake_nvml(0, init_error=True))
+    monkeypatch.setattr(cli_dist, "resolve_error",
+                        lambda ep: "'nohost.invalid' does not resolve (Name or service not known)")
+    monkeypatch.setattr(cli_dist, "launch", lambda opts: pytest.fail("launched"))
+    res = CliRunner().invoke(cli, ["dist", "--nnodes", "2", "--rdzv-endpoint",
+                                   "nohost.invalid:29400"])
+    assert res.exit_code == 1, res.output
+    assert "--rdzv-endpoint nohost.invalid:29400: 'nohost.invalid' does not resolve" in res.output
+    assert "Launch: skipped (an error above)" in res.output
+    assert "(dist_rdzv_unresolvable)" in res.output and "--preflight-only" not in res.output
+
+
+def test_resolve_error_is_real_for_a_reserved_name() -> None:
+    from devcheck.dist.endpoint import resolve_error
+
+    assert resolve_error("localhost:29400") is None
+    assert "does not resolve" in (resolve_error("no-such-host.invalid:29400") or "") or \
+        "did not answer" in (resolve_error("no-such-host.invalid:29400") or "")
 
 
 def test_preflight_only_json(monkeypatch: pytest.MonkeyPatch) -> None:

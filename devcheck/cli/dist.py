@@ -15,6 +15,7 @@ import click
 from devcheck.cli.params import FiniteFloat
 from devcheck.dist import render
 from devcheck.dist.bandwidth import DEFAULT_SIZES, human_size, parse_sizes
+from devcheck.dist.endpoint import endpoint_problem, resolve_error
 from devcheck.dist.launch import LaunchOptions, launch
 from devcheck.dist.model import DistReport, TopologyFacts
 from devcheck.dist.rules import launch_findings, preflight
@@ -74,15 +75,17 @@ def dist(nproc: int | None, backend: str, timeout_s: float, sizes: tuple[int, ..
     if node_rank >= nnodes:
         raise click.BadParameter(f"{node_rank} is not below --nnodes {nnodes} (node ranks "
                                  f"are 0..{nnodes - 1})", param_hint="--node-rank")
-    if rdzv_endpoint is not None and ":" not in rdzv_endpoint:
-        raise click.BadParameter(f"{rdzv_endpoint!r} has no port (expected HOST:PORT, e.g. "
-                                 "10.0.0.1:29400)", param_hint="--rdzv-endpoint")
+    if rdzv_endpoint is not None:
+        problem = endpoint_problem(rdzv_endpoint)
+        if problem:
+            raise click.BadParameter(problem, param_hint="--rdzv-endpoint")
     topo = probe_topology()
     backends, findings = _backends(backend, topo)
     if nproc is None:
         nproc = max(1, topo.gpu_count) if "nccl" in backends else 2
+    unresolved = resolve_error(rdzv_endpoint) if rdzv_endpoint is not None else None
     findings += preflight(topo, nproc=nproc, nnodes=nnodes, backends=backends,
-                          endpoint=rdzv_endpoint)
+                          endpoint=rdzv_endpoint, endpoint_error=unresolved)
     result = None
     blocked = any(f.severity == "error" for f in findings)
     if not preflight_only and not blocked:
@@ -97,8 +100,10 @@ def dist(nproc: int | None, backend: str, timeout_s: float, sizes: tuple[int, ..
             sys.exit(130)
         findings += launch_findings(result, topo, min_busbw=min_busbw)
     elif blocked and not preflight_only:
+        first = next(f for f in findings if f.severity == "error")
         findings.append(Finding("dist_launch_skipped", "info", "launch skipped",
-                                "an error above makes the launch pointless", "fix it first"))
+                                f"the error above ({first.id}) makes the launch pointless",
+                                "fix that error (its fix is above), then rerun"))
     failed = any(f.severity == "error" for f in findings) or (
         result is not None and (result.hang is not None or result.timed_out))
     report = DistReport(topology=topo, launch=result, findings=tuple(findings),

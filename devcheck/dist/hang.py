@@ -10,6 +10,9 @@ collective and none left, the transport itself is stuck (NCCL's classic P2P hang
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,7 @@ from devcheck.dist.model import HangReport, RankState
 NEXT_STEPS: dict[str, tuple[str, ...]] = {
     "launch": (
         "read the launcher's output below: torchrun failed before any rank started",
-        "run the same torchrun line by hand: python -m torch.distributed.run --standalone "
-        "--nproc-per-node 2 -m devcheck.dist.worker --out /tmp/x",
+        "run the same torchrun line by hand (the command is in the JSON's launch.command)",
     ),
     "rendezvous": (
         "start the same command on every node (same --nnodes, --rdzv-endpoint, --rdzv-id)",
@@ -111,8 +113,33 @@ def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
-def _not_started(states: dict[int, _Tracker], world: int, opts: Any) -> HangReport:
+def _launch_steps(command: Sequence[str]) -> tuple[str, ...]:
+    if not command:
+        return NEXT_STEPS["launch"]
+    return (NEXT_STEPS["launch"][0],
+            "run the same torchrun line by hand: " + shlex.join(command))
+
+
+def _last_error(output: str) -> str:
+    """The launcher's own error line (``ValueError: The port number ...``), if any."""
+    for line in reversed(output.splitlines()):
+        line = line.strip()
+        if re.match(r"^[\w.]*(Error|Exception)\b.*:", line):
+            return line[:300]
+    return ""
+
+
+def _not_started(states: dict[int, _Tracker], world: int, opts: Any, timed_out: bool,
+                 exit_code: int | None, command: Sequence[str], output: str) -> HangReport:
     missing = tuple(r for r in range(world) if r not in states)
+    waited = timed_out or "RendezvousTimeoutError" in output  # ours, or c10d's join_timeout
+    if not states and not waited:
+        how = f"exited with code {exit_code}" if exit_code is not None else "ended"
+        error = _last_error(output)
+        return HangReport("launch", missing, f"no rank started: torchrun {how} before "
+                          "launching any (not a timeout)" + (f": {error}" if error else
+                                                             "; see its output below"),
+                          None, _launch_steps(command))
     if opts.nnodes > 1 and not states:
         others = [n for n in range(opts.nnodes) if n != opts.node_rank]
         summary = (f"the rendezvous at {opts.endpoint} (id {opts.rdzv_id}) did not complete "
@@ -122,16 +149,22 @@ def _not_started(states: dict[int, _Tracker], world: int, opts: Any) -> HangRepo
         return HangReport("rendezvous", missing, summary, None, NEXT_STEPS["rendezvous"])
     if not states:
         return HangReport("launch", missing, "no rank started: torchrun failed before its "
-                          "workers ran", None, NEXT_STEPS["launch"])
+                          "workers ran", None, _launch_steps(command))
     local = [r for r in missing if opts.nnodes == 1]
     summary = (f"{_ranks(local)} never started (launched {opts.nproc} per node)" if local
                else f"{_ranks(list(missing))} run on other nodes; their progress is not "
                "visible from this node")
-    return HangReport("launch", missing, summary, None, NEXT_STEPS["launch"])
+    return HangReport("launch", missing, summary, None, _launch_steps(command))
 
 
-def diagnose_hang(states: dict[int, _Tracker], world: int, opts: Any) -> HangReport:
-    """Pure: the stage that broke, the ranks that did not arrive, and what to run next."""
+def diagnose_hang(states: dict[int, _Tracker], world: int, opts: Any, *,
+                  timed_out: bool = True, exit_code: int | None = None,
+                  command: Sequence[str] = (), launcher_output: str = "") -> HangReport:
+    """Pure: the stage that broke, the ranks that did not arrive, and what to run next.
+
+    ``timed_out``/``exit_code``/``launcher_output``: how the launcher ended; a rendezvous
+    "timeout" is claimed only when something really ran out of time (our deadline or c10d's
+    join_timeout). ``command``: the torchrun line, to rerun by hand."""
     errors = {r: t for r, t in states.items() if t.error}
     if errors:
         r, t = next(iter(errors.items()))
@@ -141,11 +174,12 @@ def diagnose_hang(states: dict[int, _Tracker], world: int, opts: Any) -> HangRep
         return HangReport(stage, tuple(errors), summary, t.step(), NEXT_STEPS.get(
             stage, NEXT_STEPS["gloo"]))
     if len(states) < world and (opts.nnodes == 1 or not states):
-        return _not_started(states, world, opts)
+        return _not_started(states, world, opts, timed_out, exit_code, command,
+                            launcher_output)
     live = {r: t for r, t in states.items() if not t.done}
     if not live:
         return HangReport("launch", (), "every rank finished, but the launcher reported a "
-                          "failure: see its output", None, NEXT_STEPS["launch"])
+                          "failure: see its output", None, _launch_steps(command))
     ahead = max(t.events for t in live.values())
     behind = sorted(r for r, t in live.items() if t.events < ahead)
     lead = next(t for t in live.values() if t.events == ahead)

@@ -197,7 +197,9 @@ def _assemble(opts: LaunchOptions, cmd: list[str], out_dir: Path, states: Any,
                    if states and all(s in st.stages_passed for st in states.values()))
     world = int((rank0 or {}).get("world_size", opts.nproc * opts.nnodes))
     failed = timed_out or exit_code not in (0, None) or len(passed) < 1 + len(opts.backends)
-    hang = diagnose_hang(states, world, opts) if failed else None
+    output = _output_tail(out_dir / "launcher.log") if failed else ""
+    hang = diagnose_hang(states, world, opts, timed_out=timed_out, exit_code=exit_code,
+                         command=cmd, launcher_output=output) if failed else None
     return LaunchResult(
         command=tuple(cmd), world_size=world, local_ranks=opts.nproc,
         backends=opts.backends, exit_code=None if timed_out else exit_code,
@@ -205,7 +207,7 @@ def _assemble(opts: LaunchOptions, cmd: list[str], out_dir: Path, states: Any,
         bandwidth=bandwidth,
         barrier_latency_us=dict((rank0 or {}).get("barrier_latency_us", {})),
         ranks=tuple(st.public() for st in states.values()), hang=hang,
-        launcher_output=_output_tail(out_dir / "launcher.log") if failed else "",
+        launcher_output=output,
         nccl_version=(rank0 or {}).get("nccl_version"),
         device_names=tuple(sorted({r["device_name"] for r in results if r.get("device_name")})),
         timeout_s=opts.timeout_s,

@@ -80,6 +80,8 @@ def to_text(report: DistReport) -> str:
     lines = [f"devcheck dist: {verdict}", *_topology_lines(report.topology)]
     if report.launch is not None:
         lines += _launch_lines(report.launch)
+    elif any(f.id == "dist_launch_skipped" for f in report.findings):
+        lines.append("Launch: skipped (an error above)")
     else:
         lines.append("Launch: skipped (--preflight-only)")
     lines += ["", *_finding_lines(report.findings)]

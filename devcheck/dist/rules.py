@@ -141,7 +141,14 @@ def _kernel_findings(t: TopologyFacts) -> list[Finding]:
     return out
 
 
-def _endpoint_findings(endpoint: str | None, nnodes: int) -> list[Finding]:
+def _endpoint_findings(endpoint: str | None, nnodes: int,
+                       error: str | None = None) -> list[Finding]:
+    if endpoint is not None and error:
+        return [Finding(
+            "dist_rdzv_unresolvable", "error", f"--rdzv-endpoint {endpoint}: {error}",
+            "torchrun would wait out the whole timeout for a rendezvous host it cannot reach, "
+            "and every node would look missing",
+            "fix the name, or give node 0's IP address (`hostname -I` on it)")]
     if nnodes <= 1:
         return []
     host = (endpoint or "127.0.0.1:29400").rsplit(":", 1)[0].strip("[]")
@@ -156,9 +163,11 @@ def _endpoint_findings(endpoint: str | None, nnodes: int) -> list[Finding]:
 
 
 def preflight(t: TopologyFacts, *, nproc: int, nnodes: int, backends: tuple[str, ...],
-              endpoint: str | None = None) -> list[Finding]:
-    """What can be judged before launching anything."""
-    out = _topology_findings(t) + _kernel_findings(t) + _endpoint_findings(endpoint, nnodes)
+              endpoint: str | None = None, endpoint_error: str | None = None) -> list[Finding]:
+    """What can be judged before launching anything (``endpoint_error``: why the endpoint's
+    host did not resolve, from :func:`devcheck.dist.endpoint.resolve_error`)."""
+    out = _topology_findings(t) + _kernel_findings(t) \
+        + _endpoint_findings(endpoint, nnodes, endpoint_error)
     if "nccl" in backends:
         if t.nccl_version:
             out.append(Finding("dist_nccl_version", "ok", f"NCCL {t.nccl_version}",
