@@ -260,3 +260,31 @@ def test_a_wedged_driver_costs_the_run_no_more_than_the_join(tmp_path: Path) -> 
     assert outcome.summary.devices[0].startswith("no sample was taken: the sampler never "
                                                  "started: NVML (nvmlInit) did not answer")
     assert "no_gpu" not in {v.id for v in outcome.summary.verdicts}
+
+
+def test_escape_codes_in_a_gpu_name_never_reach_the_summary(tree: tuple[int, int]) -> None:
+    """A GPU name is whatever the driver (or a hostile shim) says; the run summary is
+    printed to a terminal."""
+    from devcheck.run.report import render_text
+
+    child, _ = tree
+    sc = fk.one_gpu(name="NVIDIA \x1b[2J\x1b]0;pwned\x07\x9b31mGeForce\nX",
+                    processes=[fk.FakeProcess(child, GiB)])
+    sampler, samples = sample_for(sc, child)
+    text = render_text(summarize(["x"], 0, stats_of(sampler, samples), None))
+    assert "\\x1b[2J" in text
+    assert not any(c in text for c in ("\x1b", "\x07", "\x9b"))
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit, ImportError])
+def test_a_binding_that_raises_anything_on_import_is_an_event(exc: type[BaseException]) -> None:
+    from devcheck.probe.nvml_sample import NvmlSampler
+
+    def boom() -> Any:
+        raise exc("from the binding")
+
+    nv = NvmlSampler(import_pynvml=boom)
+    events = nv.open()
+    assert not nv.available
+    assert events[0].kind == "nvml_unavailable"
+    assert "could not be imported" in events[0].message and exc.__name__ in events[0].message

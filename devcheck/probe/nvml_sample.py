@@ -19,6 +19,8 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
+from devcheck.facts import printable
+
 # Errors after which a GPU answers nothing more (as probe/nvml.py classifies them).
 _GPU_FATAL = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_ResetRequired",
               "NVMLError_Uninitialized")
@@ -100,9 +102,12 @@ def _describe(exc: BaseException) -> str:
 
 
 def _text(value: Any) -> str | None:
+    """NVML's text as printable str: a GPU name is whatever the driver (or a fake) says,
+    and it reaches terminals, plots and JSON from here."""
     if value is None:
         return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return printable(value.decode("utf-8", "replace") if isinstance(value, bytes)
+                     else str(value))
 
 
 def decode_throttle(mask: int) -> tuple[str, ...]:
@@ -137,8 +142,12 @@ class NvmlSampler:
         """Initialise NVML and read each GPU's static facts; failures become events."""
         try:
             nv = self._import()
+        except BaseException as exc:  # noqa: B036 - a binding's SystemExit is a fact too
+            self.error = f"the pynvml module could not be imported: {_describe(exc)}"
+            return [NvmlEvent("nvml_unavailable", f"NVML unavailable: {self.error}")]
+        try:
             nv.nvmlInit()
-        except Exception as exc:  # bindings missing, no driver, no permission: a fact
+        except Exception as exc:  # no driver, no permission: a fact
             self.error = _describe(exc)
             return [NvmlEvent("nvml_unavailable", f"NVML unavailable: {self.error}")]
         self._nv = nv

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devcheck.facts import printable
+
 
 @dataclass(frozen=True)
 class ProcReading:
@@ -221,6 +223,7 @@ class ProcessTree:
         if got is None:
             return None
         name, ppid, used, threads, rss, born = got
+        name = printable(name)  # any local user can name a process "\x1b]0;..."
         waited = _sched_wait(pid) if self._linux else None
         last = self._last.get(pid)
         fresh = last is None or last[0] != born  # a reused pid is another process
@@ -238,7 +241,7 @@ class ProcessTree:
             self._last[pid] = (born, used, now, pct, waited, wait_pct)
         cmdline = None
         if fresh:
-            cmdline = _cmdline(pid) if self._linux else name
+            cmdline = printable(_cmdline(pid)) if self._linux else name
         return ProcReading(pid=pid, ppid=ppid, name=name, cpu_pct=pct, rss_bytes=rss,
                            threads=threads, cpu_wait_pct=wait_pct), cmdline
 
