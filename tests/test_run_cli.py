@@ -137,3 +137,17 @@ def test_learner_script_under_devcheck_run_gets_the_cpu_verdict(tmp_path: Path) 
         assert doc["devices"][0] == "no NVIDIA GPU here: the job ran on the CPU"
         assert "[devcheck]   no NVIDIA GPU here: the job ran on the CPU" in res.stderr
         assert doc["stats"]["host"]["processes_peak"] >= 2  # the 4 DataLoader workers came
+
+
+def test_a_bogus_mplbackend_does_not_cost_the_plot(tmp_path: Path) -> None:
+    """matplotlib rejects an unknown $MPLBACKEND at import; a PNG needs no GUI backend, and
+    the job still sees the user's variable."""
+    out = tmp_path / "o"
+    proc = subprocess.run([PY, "-m", "devcheck", "run", "--out", str(out), "--", PY, "-c",
+                           "import os; print(os.environ['MPLBACKEND'])"],
+                          env=dict(os.environ, MPLBACKEND="bogus"), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "bogus\n"
+    assert (out / "timeline.png").stat().st_size > 0
+    assert "warning" not in proc.stderr and "Traceback" not in proc.stderr

@@ -136,6 +136,20 @@ def test_torch_calling_os_exit_on_import_keeps_its_last_words(monkeypatch, tmp_p
                                   "importing torch (its last words: bye from torch)")
 
 
+def test_the_child_closes_its_pipe_and_stderr_file(monkeypatch, tmp_path) -> None:
+    """Under PYTHONWARNINGS=error an unclosed file printed 'Exception ignored ...
+    ResourceWarning' into the doctor's output; the last words survive the close."""
+    from devcheck.probe.torchproc import TorchChild
+
+    fake_torch(monkeypatch, tmp_path, "os_exit_on_import")
+    child = TorchChild(live=False)
+    facts = child.run()
+    assert "bye from torch" in (facts.import_error or "")
+    assert child.proc is not None and child.proc.stdout is not None
+    assert child.proc.stdout.closed and child._stderr.closed
+    assert child.stderr_tail() == "bye from torch"
+
+
 def test_torch_raising_on_import_is_reported_by_the_child(monkeypatch, tmp_path) -> None:
     fake_torch(monkeypatch, tmp_path, "raises_on_import")
     facts = torchenv.probe_torch(timeout_s=60)

@@ -66,6 +66,7 @@ class TorchChild:
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_error: str | None = None
         self._stderr = tempfile.TemporaryFile()
+        self._tail: str | None = None  # set once the stderr file is closed
         self._lock = threading.Lock()
 
     def start(self) -> int | None:
@@ -98,10 +99,26 @@ class TorchChild:
                     self.events.append(event)
         self.proc.wait()
         done = self._last("done")
-        if done is not None:
-            return facts_from_dict(done["facts"])
-        return self.partial(f"the torch probe {exit_text(self.proc.returncode)}",
-                            crashed=True)
+        try:
+            if done is not None:
+                return facts_from_dict(done["facts"])
+            return self.partial(f"the torch probe {exit_text(self.proc.returncode)}",
+                                crashed=True)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        """Close the pipe and the stderr file (PYTHONWARNINGS=error turns a file left to the
+        garbage collector into printed 'Exception ignored' noise); the tail is kept."""
+        with self._lock:
+            if self._tail is None:
+                self._tail = self._read_tail()
+            for f in (self.proc.stdout if self.proc else None, self._stderr):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
 
     def kill(self) -> None:
         """Stop the child (the deadline passed); its facts come from :meth:`partial`."""
@@ -114,6 +131,11 @@ class TorchChild:
 
     def stderr_tail(self) -> str:
         """The last line the child wrote to stderr (torch's or Python's last words)."""
+        if self._tail is not None:
+            return self._tail
+        return self._read_tail()
+
+    def _read_tail(self) -> str:
         try:
             self._stderr.seek(0, 2)
             size = self._stderr.tell()
