@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,10 +107,21 @@ def _device_for_rank(spec: str, local_rank: int) -> torch.device:
     return device
 
 
+def _end_with_the_launcher() -> None:
+    """A rank must not outlive torchrun's agent: killed with SIGKILL, the agent cannot stop
+    its workers, and they would train on under init, holding GPUs and the rendezvous port.
+    Linux signals this rank (SIGTERM: the trainer's clean exit) when its parent dies."""
+    from devcheck.probe.libc import set_parent_death_signal
+
+    set_parent_death_signal(int(signal.SIGTERM), parent=os.getppid())
+
+
 def init_from_env(device_spec: str) -> DistContext | None:
     """Join torchrun's group (None when this process runs alone)."""
     if not launched() and not dist.is_initialized():
         return None
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # torchrun's agent is our parent
+        _end_with_the_launcher()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device_for_rank(device_spec, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"

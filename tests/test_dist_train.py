@@ -60,6 +60,53 @@ def test_torchrun_two_ranks_match_one_process_then_resume_with_one(
     assert "after epoch 2" in again.stdout and "epoch 3/3" in again.stdout
 
 
+def _tagged(tag: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if f"DEVCHECK_TEST_TAG={tag}".encode() in f.read().split(b"\0"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_ranks_end_when_torchrun_is_killed(tmp_path: Path, fashion_root: str) -> None:
+    """SIGKILL of torchrun's agent (the OOM killer, `kill -9`) runs no clean-up: the ranks
+    must end with it instead of training on under init."""
+    import signal
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "LOCAL_RANK")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+         "2", "-m", "softmax", "train", "--device", "cpu", "--epochs", "200", "--data-root",
+         fashion_root, "--checkpoint-dir", str(tmp_path / "ck")], cwd=ROOT,
+        env={**env, "MPLBACKEND": "Agg", "DEVCHECK_TEST_TAG": tag},
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # rank 0's first epoch: both ranks are training
+            if "epoch 1/200" in line:
+                break
+        ranks = [p for p in _tagged(tag) if p != proc.pid]
+        assert len(ranks) >= 2, ranks
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _tagged(tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _tagged(tag) == []
+    finally:
+        for pid in _tagged(tag):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_batch_must_split_over_ranks() -> None:
     ctx = distributed.DistContext(1, 2, 1, "gloo", torch.device("cpu"), False)
     assert distributed.local_batch(ctx, 256) == 128
