@@ -151,3 +151,19 @@ def test_a_bogus_mplbackend_does_not_cost_the_plot(tmp_path: Path) -> None:
     assert proc.stdout == "bogus\n"
     assert (out / "timeline.png").stat().st_size > 0
     assert "warning" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_full_disk_mid_run_keeps_the_jobs_exit_code_and_summary(tmp_path: Path) -> None:
+    """The timeline filling the disk (here ``ulimit -f``) used to end devcheck with exit 1
+    and no summary after the job had finished: the job's code and summary must survive."""
+    script = (f"ulimit -f 2; exec {PY} -m devcheck run -i 0.01 --no-plot --out o -- "
+              f"{PY} -c 'import time; time.sleep(1.5); print(\"job-done\"); raise SystemExit(3)'")
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "job-done\n"
+    assert "exit code 3" in proc.stderr and "Traceback" not in proc.stderr
+    assert "o/timeline.jsonl is incomplete: the file is larger than this process may write" \
+        in proc.stderr
+    assert (tmp_path / "o" / "timeline.jsonl").stat().st_size > 0  # what was written is kept
+    assert [p.name for p in (tmp_path / "o").iterdir() if ".tmp" in p.name] == []

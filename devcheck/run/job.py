@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, TYPE_CHECKING
 
-from devcheck.fileio import OutputError, atomic_path, atomic_write_text, describe_os_error
+from devcheck.fileio import OutputError, atomic_write_text, describe_os_error, temp_name
 from devcheck.run import runner
 
 if TYPE_CHECKING:  # imported lazily at run time (start-up budget)
@@ -67,11 +67,17 @@ def prepare_out_dir(path: Path) -> Path:
 
 
 class _TimelineWriter:
-    """The sampler's sink: one JSON line per sample, never an exception into the thread."""
+    """The sampler's sink: one JSON line per sample, never an exception into the thread.
 
-    def __init__(self, f: IO[str] | None) -> None:
+    The file is a hidden temporary next to ``timeline.jsonl`` (``tail -f`` works) renamed
+    into place by :meth:`finish`; a full disk or ``ulimit -f`` mid-run keeps what was
+    written and becomes a warning, never an exception after the job started."""
+
+    def __init__(self, f: IO[str] | None, target: Path | None = None,
+                 tmp: Path | None = None, error: str | None = None) -> None:
         self.f = f
-        self.error: str | None = None
+        self.target, self.tmp = target, tmp
+        self.error: str | None = error
         self.lines = 0
         # A sampler thread stuck in NVML can wake up after the footer and the file's close:
         # writes are serialised, and nothing is written once sealed.
@@ -88,6 +94,41 @@ class _TimelineWriter:
                 self.lines += 1
             except OSError as exc:  # disk full mid-run: stop writing, keep the job alive
                 self.error = describe_os_error(exc)
+
+    @classmethod
+    def open(cls, target: Path | None) -> _TimelineWriter:
+        if target is None:
+            return cls(None)
+        tmp = temp_name(target)
+        try:
+            return cls(open(tmp, "w", encoding="utf-8"), target, tmp)  # noqa: SIM115
+        except OSError as exc:
+            return cls(None, target, None, describe_os_error(exc))
+
+    def finish(self) -> str | None:
+        """Close and rename into place; the warning to print when the file is lost or
+        incomplete (the job's outcome stands either way)."""
+        with self._lock:
+            self._sealed = True
+            f, self.f = self.f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as exc:  # the buffered tail could not be written
+                self.error = self.error or describe_os_error(exc)
+        if self.target is None:
+            return None
+        if self.tmp is not None:
+            try:
+                os.replace(self.tmp, self.target)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self.tmp.unlink()
+                return f"timeline.jsonl is lost: {describe_os_error(exc)}"
+        if self.error:
+            where = "could not be created" if self.tmp is None else "is incomplete"
+            return f"{self.target} {where}: {self.error}"
+        return None
 
     def seal(self, last_line: str) -> None:
         """Write the footer, then refuse every later write (a late sampler's included)."""
@@ -116,20 +157,21 @@ def run_job(argv: list[str], *, interval_s: float = 0.25, out_dir: Path | None,
                 forwarder.reap_orphans()
             with contextlib.suppress(OSError):
                 os.nice(10)  # the job (started above, at normal priority) wins every CPU fight
-        f = None
-        if out_dir is not None:
-            tmp = stack.enter_context(atomic_path(out_dir / "timeline.jsonl", "timeline"))
-            f = stack.enter_context(open(tmp, "w", encoding="utf-8"))
-        outcome = _sample_and_wait(proc, argv, started, interval_s, out_dir, plot,
-                                   env if env is not None else dict(os.environ),
-                                   import_pynvml, tee_target_fd, _TimelineWriter(f), dedicated,
-                                   forwarder)
+        # From here on the job runs: nothing may raise past us and cost its exit code.
+        writer = _TimelineWriter.open(out_dir / "timeline.jsonl" if out_dir else None)
+        try:
+            outcome = _sample_and_wait(proc, argv, started, interval_s, out_dir, plot,
+                                       env if env is not None else dict(os.environ),
+                                       import_pynvml, tee_target_fd, writer, dedicated,
+                                       forwarder)
+        finally:
+            lost = writer.finish()
     if out_dir is None:
         return outcome
-    # after the stack: timeline.jsonl has been renamed into place (or is lost, and said so)
     files = tuple(name for name in ("timeline.jsonl", "summary.json", "timeline.png")
                   if (out_dir / name).is_file())
-    return dataclasses.replace(outcome, files=files)
+    return dataclasses.replace(outcome, files=files,
+                               warnings=outcome.warnings + ((lost,) if lost else ()))
 
 
 def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: float,
@@ -185,7 +227,7 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
     stats = acc.freeze()
     summary = summarize(argv, job.exit_code, stats, str(out_dir) if out_dir else None,
                         job.stderr_tail, duration_s=job.duration_s)
-    warnings = [f"timeline.jsonl is incomplete: {writer.error}"] if writer.error else []
+    warnings: list[str] = []  # the timeline's own, once it is closed (run_job)
     if out_dir is not None:
         warnings += _write_outputs(out_dir, summary, series, plot, argv)
     return RunOutcome(job=job, summary=summary, warnings=tuple(warnings))
