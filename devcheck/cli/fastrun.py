@@ -56,6 +56,7 @@ def parse(args: list[str]) -> RunArgs | None:
         if not tok.startswith("-") or tok == "-":
             break  # the command starts (click: no interspersed options)
         name, eq, value = tok.partition("=")
+        val: str | bool
         if name in _FLAGS and not eq:
             key, val = _FLAGS[name], True
         elif name in _VALUED and name.startswith("--"):
