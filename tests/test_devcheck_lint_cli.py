@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +234,41 @@ def test_fix_that_cannot_write_is_reported(tmp_path: Path,
     assert code == 2 and "Traceback" not in out
     assert f"{bad}: error: cannot write fixed file {bad}: the disk is full" in out
     assert bad.read_text() == BAD and "gpu_checkpoint_on_cpu" in out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process substitution is POSIX")
+def test_a_pipe_is_linted_not_silently_skipped(tmp_path: Path) -> None:
+    """`devcheck lint <(git show HEAD:x.py)` said "No findings in 0 files", exit 0."""
+    proc = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m devcheck lint <(printf '%s')" % BAD.replace(
+            "'", "'\\''").replace("%", "%%")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "/dev/fd/" in proc.stdout and "gpu_checkpoint_on_cpu" in proc.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and devices are POSIX")
+def test_devices_and_silent_fifos_are_errors_not_empty_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devcheck.lint import source
+
+    monkeypatch.setattr(source, "PIPE_IDLE_S", 0.5)
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    code, out = run(str(fifo), os.devnull)
+    assert code == 2
+    assert f"{fifo}: error: cannot read: the pipe gave no data for 0.5 s" in out
+    assert f"{os.devnull}: error: cannot read: a character device, not a source file" in out
+
+
+def test_a_huge_file_is_skipped_with_its_size(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python's parser needed 3.2 GB for a 20 MB generated file."""
+    from devcheck.lint import source
+
+    monkeypatch.setattr(source, "MAX_FILE_BYTES", 1000)
+    (tmp_path / "gen.py").write_text("x = 1\n" * 400)
+    (tmp_path / "bad.py").write_text(BAD)
+    code, out = run(str(tmp_path))
+    assert code == 2
+    assert "gen.py: error: cannot read: 2.3 KB is over the 1.0 KB devcheck lints per file" in out
+    assert "bad.py:" in out  # the rest was still checked

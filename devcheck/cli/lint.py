@@ -31,6 +31,9 @@ def _write(path: str, data: bytes) -> str | None:
     """Write a fixed file atomically, keeping its permissions; the error text on failure."""
     from devcheck.fileio import OutputError, atomic_write_bytes
 
+    if not os.path.isfile(path):  # `lint --fix <(cmd)`: a pipe cannot take the fixed code
+        return (f"cannot write fixed file {path}: it is not a regular file (a pipe or "
+                "device); use --diff to see the fixes")
     if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
         # the rename would replace a file its owner made read-only (root ignores modes)
         return (f"cannot write fixed file {path}: it is read-only; make it writable "

@@ -10,9 +10,13 @@ not parse is reported and left out; the other cells are checked.
 from __future__ import annotations
 
 import ast
+import errno
 import io
 import json
+import os
 import re
+import select
+import stat
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -201,14 +205,76 @@ def _json_indent(data: bytes) -> int:
     return len(m.group(1)) if m else 1
 
 
+# Python's parser needs ~150x a file's size in memory (a 20 MB generated file: 3.2 GB):
+# past this, a file is reported as not linted rather than risk the machine.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+PIPE_IDLE_S = 30.0  # `devcheck lint <(cmd)`: how long a pipe may stay silent
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _read_pipe(path: Path) -> bytes:
+    """A pipe or FIFO (``lint <(git show HEAD:x.py)``): read to its end without blocking
+    forever on one nobody writes to. Raises OSError with the reason."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        chunks, size = [], 0
+        while True:
+            ready, _, _ = select.select([fd], [], [], PIPE_IDLE_S)
+            if not ready:
+                raise OSError(errno.ETIMEDOUT, f"the pipe gave no data for {PIPE_IDLE_S:g} s")
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise OSError(errno.EFBIG, f"more than {_size(MAX_FILE_BYTES)} came through "
+                                           "the pipe")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    if not size:
+        raise OSError(errno.EPIPE, "a pipe (FIFO) that nobody wrote to")
+    return b"".join(chunks)
+
+
+def _read(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return _read_pipe(path)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, f"{_kind(mode)}, not a source file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"{_size(size)} is over the {_size(MAX_FILE_BYTES)} "
+                                   "devcheck lints per file (generated code or data? lint the "
+                                   "code that makes it)")
+    return path.read_bytes()
+
+
 def read_source(path: Path, display: str | None = None) -> Source:
     """Read and parse one file; unreadable or unparsable files come back with ``errors``."""
     name = display or str(path)
     try:
-        data = path.read_bytes()
+        data = _read(path)
     except OSError as exc:
-        return Source(name, "py", "", errors=[ParseError(
-            name, f"cannot read: {exc.strerror or exc}; check the path and its permissions")])
+        why = exc.strerror or str(exc)
+        fix = "" if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EPIPE, errno.ETIMEDOUT) \
+            else "; check the path and its permissions"
+        return Source(name, "py", "", errors=[ParseError(name, f"cannot read: {why}{fix}")])
     if path.suffix == ".ipynb":
         return read_notebook(name, data)
     return read_python(name, data)
@@ -224,10 +290,10 @@ def iter_files(paths: list[Path]) -> Iterator[Path]:
     for root in paths:
         if not root.exists():
             raise FileNotFoundError(str(root))
-        if root.is_file():
-            candidates: Iterator[Path] = iter([root])
-        else:
-            candidates = _walk(root)
+        if root.is_dir():
+            candidates: Iterator[Path] = _walk(root)
+        else:  # any named non-directory is read: a pipe from `<(cmd)` too, or reported
+            candidates = iter([root])
         for f in candidates:
             key = f.resolve()
             if key not in seen:
