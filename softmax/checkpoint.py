@@ -19,6 +19,7 @@ import io
 import os
 import pickle
 import socket
+import stat
 import time
 import warnings
 from pathlib import Path
@@ -91,6 +92,7 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
 
     Anything that is not a complete checkpoint of ours (truncated, another program's pickle,
     code objects, a wrong ``epoch``) becomes one CheckpointError naming the file."""
+    _regular_file(path)
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": noise for a user
             warnings.simplefilter("ignore")
@@ -111,6 +113,22 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
                               f"start over") from None
     check_payload(payload, path)
     return payload
+
+
+def _regular_file(path: Path) -> None:
+    """torch.load opens what it is given: a FIFO blocks forever (holding the folder's lock),
+    /dev/zero never ends. Only a regular file can be a checkpoint."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc}); "
+                              f"expected a readable file. {_FIX}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a directory"
+                if stat.S_ISDIR(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "not a regular file")
+        raise CheckpointError(f"checkpoint {path} is {kind}; expected a regular file written "
+                              f"by `softmax train`. {_FIX}")
 
 
 def check_payload(payload: object, source: Path | str) -> None:

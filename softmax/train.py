@@ -214,9 +214,13 @@ def _resume(run: Run, path: Path) -> None:
         run.log(f"note: {path} saved the batch order of --loader {saved[0]} on {saved[1]}; "
                 f"this run (--loader {config.loader} on {run.shuffle.device.type}) draws a "
                 f"new order from --seed {config.seed}, so it will not repeat the first run")
+    epoch = int(payload["epoch"])
+    if history and history[-1].epoch != epoch:
+        raise CheckpointError(f"checkpoint {path} says epoch {epoch} but its history ends at "
+                              f"epoch {history[-1].epoch}; expected the two to agree: the file "
+                              f"is damaged or was edited. Fix: delete it to start over")
     run.result.epochs = history
     run.result.checkpoint = str(path)
-    epoch = int(payload["epoch"])
     run.start_epoch = run.result.resumed_from_epoch = epoch + 1
     run.log(f"resumed from {path} after epoch {epoch}")
 

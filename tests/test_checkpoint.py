@@ -154,6 +154,40 @@ def test_resume_refuses_a_damaged_or_foreign_checkpoint(tmp_path: Path) -> None:
     assert "holds a 'scratch' model; expected 'concise'" in result.output
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_or_device_is_refused_not_read(tmp_path: Path) -> None:
+    """torch.load on a FIFO blocked forever, holding the checkpoint folder's lock."""
+    fifo = tmp_path / "last.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match=r"last.pt is a FIFO \(named pipe\); expected "
+                                              r"a regular file"):
+        load_checkpoint(fifo, torch.device("cpu"))
+    with pytest.raises(CheckpointError, match="is a device; expected a regular file"):
+        load_checkpoint(Path(os.devnull), torch.device("cpu"))
+    result = CliRunner().invoke(cli, ["train", "--device", "cpu", "--resume",
+                                      "--checkpoint-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "is a FIFO" in result.output
+
+
+def test_an_epoch_that_contradicts_the_history_is_damage(tmp_path: Path,
+                                                          fashion_root: str) -> None:
+    """epoch=999 over a 2-epoch history printed "after epoch 999" and then "after 2 epochs"."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    model = ScratchSoftmax(torch.device("cpu"))
+    p = payload(model)
+    p["history"] = [{"epoch": e, "train_loss": 0.5, "train_acc": 0.8, "test_acc": 0.8,
+                     "seconds": 0.1, "train_seconds": 0.1, "samples_per_s": 1e5,
+                     "device": "cpu"} for e in (1, 2)]
+    p["epoch"] = 999
+    save_checkpoint(ck / "last.pt", p)
+    result = CliRunner().invoke(cli, ["train", "--device", "cpu", "--resume", "--epochs", "3",
+                                      "--data-root", fashion_root, "--checkpoint-dir", str(ck)])
+    assert result.exit_code == 1, result.output
+    assert "says epoch 999 but its history ends at epoch 2" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("content", ["dict-text", "no-keys", "tensor", "wrong-shape",
                                      "unknown-kind"])
 def test_foreign_checkpoints_get_one_line_not_a_traceback(tmp_path: Path, content: str) -> None:
