@@ -89,8 +89,9 @@ def atomic_path(path: Path | str, what: str = "output") -> Iterator[Path]:
     naming ``path`` (other exceptions pass through unchanged, after the clean-up).
     """
     target = Path(path)
-    if target.is_symlink() and target.exists():
-        # write where the link points: a rename onto the link would replace the link itself
+    if target.is_symlink():
+        # write where the link points (a dangling link too: it names the file to create);
+        # a rename onto the link would replace the link itself
         target = Path(os.path.realpath(target))
     if target.exists() and not target.is_file():  # /dev/full, a fifo, /proc/...: no rename
         try:

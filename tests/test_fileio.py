@@ -79,6 +79,10 @@ def test_a_symlinked_target_is_written_through_the_link(tmp_path: Path) -> None:
     atomic_write_text(link, "new")
     assert link.is_symlink() and real.read_text() == "new"
     assert [p.name for p in real.parent.iterdir()] == ["m.json"]
+    dangling = tmp_path / "d.json"
+    dangling.symlink_to(tmp_path / "store" / "new.json")
+    atomic_write_text(dangling, "created")
+    assert dangling.is_symlink() and (real.parent / "new.json").read_text() == "created"
 
 
 @pytest.mark.parametrize(("code", "words"), [
