@@ -36,7 +36,10 @@ class ConfigError(ValueError):
                 + (f". Fix: {self.fix}" if self.fix else ""))
 
     def option_message(self) -> str:
-        return self._text(f"--{self.name.replace('_', '-')} {self.value}")
+        value = self.value
+        shown = repr(value) if isinstance(value, str) and (not value.strip()
+                                                           or value.strip() != value) else value
+        return self._text(f"--{self.name.replace('_', '-')} {shown}")
 
 
 def max_workers() -> int:
@@ -84,7 +87,8 @@ class TrainConfig:
         for name in ("data_root", "metrics_json", "plot", "checkpoint_dir"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigError(name, value, "a non-empty path, or None")
+                raise ConfigError(name, value, "a non-empty path (leave the option out for "
+                                  "its default)")
         if self.plot is not None:
             from softmax.plot import image_format
 
