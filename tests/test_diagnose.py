@@ -336,3 +336,83 @@ def test_driver_loaded_but_no_gpu() -> None:
     assert f.severity == "warn"
     f = one(diagnose(facts(nvml=nvml_gpus(0), host_facts=host(nvidia_pci_devices=2))), "no_gpu")
     assert f.severity == "error" and "2 NVIDIA GPU(s)" in f.evidence
+
+
+# --- hostile environments (issue 9 audit): unknown evidence is said as unknown ---------------
+
+MISSING_VERSION = WheelFacts(installed=True, version=None, location="/x/torch",
+                             error="could not read /x/torch/version.py: No such file or directory")
+
+
+def test_an_unreadable_version_file_is_an_unknown_build_never_cpu_only() -> None:
+    on_gpus = diagnose(facts(nvml=nvml_gpus(2), wheel_facts=MISSING_VERSION, no_torch=True))
+    assert not by_id(on_gpus, "cpu_only_wheel") and worst(on_gpus) == "warn"
+    f = one(on_gpus, "wheel_build_unknown")
+    assert f.severity == "warn" and "torch/version.py" in f.title
+    assert "/x/torch/version.py: No such file or directory" in f.evidence
+    assert "NVML sees 2 GPU(s)" in f.evidence and "whl/cu130" in f.fix
+    assert "CPU-only" not in f.title + f.evidence + f.fix and "None" not in f.title
+    no_gpu = one(diagnose(facts(wheel_facts=MISSING_VERSION, no_torch=True)),
+                 "wheel_build_unknown")
+    assert no_gpu.severity == "info" and "No such file" in no_gpu.evidence
+
+
+def test_a_wheel_without_cuda_or_rocm_that_is_not_cpu_only_is_not_called_cpu_only() -> None:
+    xpu = WheelFacts(installed=True, version="2.8.0+xpu", cpu_only=False, location="/x/torch")
+    f = one(diagnose(facts(nvml=nvml_gpus(1), wheel_facts=xpu, no_torch=True)), "cpu_only_wheel")
+    assert f.title == "this torch build is built without CUDA (2.8.0+xpu)"
+
+
+UNKNOWN_AFTER_INIT = NvmlFacts(available=True, error_kind="unknown",
+                               error="nvmlSystemGetDriverVersion() failed: NVMLError_Unknown: "
+                                     "Unknown")
+
+
+def test_nvml_that_started_but_cannot_list_the_gpus_is_an_error_naming_the_error() -> None:
+    found = diagnose(facts(nvml=UNKNOWN_AFTER_INIT, no_torch=True))
+    f = one(found, "nvml_query_failed")
+    assert f.severity == "error" and "NVMLError_Unknown" in f.title
+    assert "nvmlInit() succeeded" in f.evidence and "driver ? (CUDA ?)" in f.evidence
+    assert "None" not in f.title + f.evidence and "nvidia-smi" in f.fix
+    count = NvmlFacts(available=True, error_kind="unknown", driver_version="580.65.06",
+                      cuda_driver_version="13.0",
+                      error="could not count GPUs: NVMLError_Unknown: Unknown")
+    assert one(diagnose(facts(nvml=count)), "nvml_query_failed").severity == "error"
+    # torch computes on CUDA anyway: only the GPU details are missing
+    assert one(diagnose(facts(nvml=UNKNOWN_AFTER_INIT, torch=torch_cuda(1))),
+               "nvml_query_failed").severity == "warn"
+
+
+@pytest.mark.parametrize("value", [
+    "0,0", "1,1", "0,1,0", "0, 00", "0,+0", "0,5,0",  # a repeat empties the list before the
+    "0abc,0",  # range check, and "0abc" is 0 (the leading digits)
+    "GPU-aaaa,GPU-aaaa", "GPU-aaaa-1,GPU-aa",  # two prefixes of one UUID: the same GPU
+])
+def test_a_repeated_visible_device_hides_every_gpu(value: str) -> None:
+    n = NvmlFacts(available=True, driver_version="580.65.06", cuda_driver_version="13.0",
+                  gpus=(gpu(0, uuid="GPU-aaaa-1"), gpu(1, uuid="GPU-bbbb-2")))
+    f = one(diagnose(facts(nvml=n, torch=torch_cuda(0),
+                           host_facts=host(env={"CUDA_VISIBLE_DEVICES": value}))),
+            "cuda_visible_devices")
+    assert f.severity == "warn" and "hides every GPU" in f.title
+    assert "a repeated entry hides every GPU" in f.evidence and "list each GPU once" in f.fix
+
+
+@pytest.mark.parametrize("value, severity, text, evidence", [
+    ("0abc", "info", "malformed", "'0abc' reads as 0"),  # strtoul: the rest is ignored
+    ("1gpu,0", "info", "malformed", "1, 0 are visible"),
+    ("0,GPU-0001", "warn", "malformed", "'GPU-0001' is a UUID after an index"),
+    ("GPU-0000,1", "warn", "malformed", "a list that starts with a UUID takes only UUIDs"),
+    ("GPU-0000, GPU-0001", "warn", "malformed", "no spaces"),
+    ("GPU-", "warn", "hides every GPU", "ambiguous"),
+    ("0,-1,1", "warn", "malformed", "'-1' is negative"),
+    ("0,1,-1,0", "warn", "malformed", "only 0, 1 are visible"),  # stops before the repeat
+    ("0,5,1", "warn", "malformed", "index 5 does not exist"),
+    ("MIG-abc", "info", "shows 1 of 2", "cuda:0..cuda:0"),
+])
+def test_visible_devices_follow_torchs_parser(value: str, severity: str, text: str,
+                                              evidence: str) -> None:
+    f = one(diagnose(facts(nvml=nvml_gpus(2), torch=torch_cuda(1),
+                           host_facts=host(env={"CUDA_VISIBLE_DEVICES": value}))),
+            "cuda_visible_devices")
+    assert (f.severity, text in f.title, evidence in f.evidence) == (severity, True, True), f

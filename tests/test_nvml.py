@@ -216,3 +216,20 @@ def test_hung_driver_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_real_machine_probe_never_raises() -> None:
     facts = nvml.probe_nvml()
     assert facts.available or facts.error  # this CPU machine: library_not_found
+
+
+def test_unknown_error_from_every_call_after_init_names_the_call(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit's env.nvml.unknown: nvmlInit works, every later call raises Unknown."""
+    mod = fk.build_module(fk.two_gpus())
+
+    def unknown(*args: object) -> None:
+        raise fk.ERRORS["NVMLError_Unknown"]()
+
+    for name in dir(mod):
+        if name.startswith("nvml") and name not in ("nvmlInit", "nvmlShutdown"):
+            setattr(mod, name, unknown)
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", mod)
+    facts = nvml.probe_nvml()
+    assert facts.available and facts.gpus == () and facts.driver_version is None
+    assert facts.error == "nvmlSystemGetDriverVersion() failed: NVMLError_Unknown: Unknown"

@@ -17,7 +17,7 @@ from fakes.facts import (
     torch_import_failed,
 )
 
-from devcheck.facts import DoctorFacts, Finding, GpuProcess, LiveCheck, NvmlFacts
+from devcheck.facts import DoctorFacts, Finding, GpuProcess, LiveCheck, NvmlFacts, WheelFacts
 from devcheck.render import common, markdown
 from devcheck.render.json import render_json, to_json
 from devcheck.render.text import render_text
@@ -222,3 +222,45 @@ def test_markdown_code_spans_stay_verbatim() -> None:
     assert "`CUDA_VISIBLE_DEVICES=<index>` &amp; retry" in text and "a &lt;b&gt; title" in text
     code = [t for t in _parse(text) for t in (t.children or []) if t.type == "code_inline"]
     assert "CUDA_VISIBLE_DEVICES=<index>" in [t.content for t in code]
+
+
+# --- hostile environments (issue 9 audit): unknown is "?", never "None" or a guess -----------
+
+def _both(d: DoctorFacts, command: str = "gpus") -> tuple[str, str]:
+    findings = diagnose(d)
+    md = markdown.render_markdown(d, findings, command=command)
+    return render_text(d, findings), md[: md.index("<details>")]  # the JSON keeps its nulls
+
+
+def test_an_unknown_wheel_build_reads_build_unknown_not_cpu_only() -> None:
+    w = WheelFacts(installed=True, version=None, location="/x/torch",
+                   error="could not read /x/torch/version.py: No such file or directory")
+    for out in _both(facts(nvml=nvml_gpus(2), wheel_facts=w, no_torch=True)):
+        assert "? (build unknown)" in out and "/x/torch/version.py: No such file" in out
+        assert "CPU-only" not in out and "None" not in out
+
+
+def test_nvml_that_cannot_list_its_gpus_shows_the_error_and_an_unknown_driver() -> None:
+    n = NvmlFacts(available=True, error_kind="unknown",
+                  error="nvmlSystemGetDriverVersion() failed: NVMLError_Unknown: Unknown")
+    d = facts(nvml=n, no_torch=True)
+    text, md = _both(d)
+    for out in (text, md, common.answer(d, diagnose(d))):
+        assert "None" not in out and "NVMLError_Unknown" in out and "0 GPU(s)" not in out
+    assert text.splitlines()[0].endswith("? NVML started but could not list the GPUs: "
+                                    "nvmlSystemGetDriverVersion() failed: NVMLError_Unknown: "
+                                    "Unknown")
+    assert "driver ?, supports CUDA ?; GPUs unknown" in text and "| ? (CUDA ?) |" in md
+
+
+def test_a_gpus_unreadable_fields_are_shown_in_its_line() -> None:
+    g = gpu(0, processes=(process(4242, 2048),), power_draw_w=None,
+            errors={"processes": "1 process record(s) could not be read",
+                    "power_draw_w": "NotSupported", "temperature_c": "NotSupported"})
+    d = facts(nvml=NvmlFacts(available=True, driver_version="580.65.06",
+                             cuda_driver_version="13.0", gpus=(g,)), no_torch=True)
+    text, md = _both(d)
+    said = ("NVML: 1 process record(s) could not be read (processes); "
+            "NotSupported (power_draw_w, temperature_c)")
+    assert said in " ".join(text.split()) and said in md
+    assert "NVML:" not in render_text(facts(nvml=nvml_gpus(1), no_torch=True), [])

@@ -129,3 +129,28 @@ def test_a_version_file_that_is_not_utf8_still_means_installed(
         assert facts.cuda_version == "13.0"
     else:
         assert facts.error.startswith(f"could not parse {tmp_path / 'version.py'}")
+
+
+def test_a_missing_version_file_is_an_unknown_build_with_no_borrowed_version(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A torch at tmp_path without version.py: the build is unknown (not CPU-only), and the
+    version is not taken from the metadata of another torch installed elsewhere."""
+    monkeypatch.setattr(wheel, "_find_torch_dir", lambda: tmp_path)
+    facts = wheel.probe_wheel()
+    assert facts.installed and facts.cpu_only is None and facts.cuda_version is None
+    assert facts.error == f"could not read {tmp_path / 'version.py'}: No such file or directory"
+    assert facts.version is None  # this venv's torch distribution is not the one at tmp_path
+
+
+def test_a_version_file_without_a_cuda_line_is_an_unknown_build() -> None:
+    facts = wheel.wheel_from_version_file("__version__ = '2.5.0'\ncuda = get_cuda()\n",
+                                          location="/x/torch")
+    assert facts.cpu_only is None and facts.version == "2.5.0"
+    assert facts.error == ("/x/torch/version.py has no `cuda = ...` line: which CUDA torch was "
+                           "built for is unknown")
+    assert wheel.wheel_from_version_file(CPU).cpu_only is True  # `cuda = None`: CPU-only
+
+
+def test_the_real_torch_dir_still_gets_its_distribution_version() -> None:
+    torch_dir = wheel._find_torch_dir()
+    assert torch_dir is not None and wheel._dist_version(torch_dir) is not None

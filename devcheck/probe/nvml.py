@@ -68,6 +68,10 @@ def _is_nvml_error(exc: BaseException, nv: ModuleType) -> bool:
 class _GpuLost(Exception):
     """Raised inside the per-GPU query when a field says the whole GPU is gone."""
 
+    def __init__(self, message: str, function: str) -> None:
+        super().__init__(message)
+        self.function = function  # the NVML call that failed
+
 
 class _Fields:
     """Reads one GPU's fields, keeping the reason for each one that NVML could not give."""
@@ -87,7 +91,7 @@ class _Fields:
             if not _is_nvml_error(exc, self.nv):
                 raise  # devcheck's or the binding's bug: never hidden as "not supported"
             if type(exc).__name__ in _GPU_FATAL:
-                raise _GpuLost(_describe(exc)) from exc
+                raise _GpuLost(_describe(exc), function) from exc
             self.errors[name] = str(exc).strip() or type(exc).__name__
             return None
 
@@ -200,8 +204,9 @@ def _collect(nv: ModuleType, ignore: frozenset[int]) -> NvmlFacts:
         gpus = tuple(_query_gpu(nv, i, ignore) for i in range(count))
         return NvmlFacts(available=True, driver_version=driver, cuda_driver_version=cuda,
                          gpus=gpus)
-    except _GpuLost as exc:  # a system-wide query reported a fatal error
-        return NvmlFacts(available=True, error=str(exc), error_kind="unknown")
+    except _GpuLost as exc:  # a system-wide query reported a fatal error: GPUs unknown
+        return NvmlFacts(available=True, error=f"{exc.function}() failed: {exc}",
+                         error_kind="unknown")
     finally:
         try:
             nv.nvmlShutdown()

@@ -50,20 +50,33 @@ def wheel_from_version_file(text: str, *, location: str | None = None,
                             dist_version: str | None = None) -> WheelFacts:
     """Build facts from a version.py's text (the pure part, used by tests with fake files)."""
     values = parse_version_file(text)
-    version = values.get("__version__") or dist_version or _dist_version()
+    version = (values.get("__version__") or dist_version
+               or _dist_version(Path(location) if location else None))
     cuda = values.get("cuda")
     hip = values.get("hip") or values.get("rocm")
     xpu = values.get("xpu")
+    cpu_only: bool | None = cuda is None and hip is None and xpu is None
+    error = None
+    if cpu_only and "cuda" not in values:  # no `cuda = ...` at all: unknown, not CPU-only
+        cpu_only = None
+        where = f"{location}/version.py" if location else "torch/version.py"
+        error = f"{where} has no `cuda = ...` line: which CUDA torch was built for is unknown"
     return WheelFacts(installed=True, version=version, cuda_version=cuda, hip_version=hip,
-                      cpu_only=cuda is None and hip is None and xpu is None, location=location)
+                      cpu_only=cpu_only, location=location, error=error)
 
 
-def _dist_version() -> str | None:
-    """The distribution's version (no local "+cu130" tag); importlib.metadata is slow to import."""
+def _dist_version(torch_dir: Path | None = None) -> str | None:
+    """The torch distribution's version (no local "+cu130" tag), when its files are the ones
+    at ``torch_dir``: another torch's metadata further down sys.path would misname this one.
+    importlib.metadata is slow to import, so only when version.py does not say."""
     try:
         import importlib.metadata
 
-        return importlib.metadata.version("torch")
+        dist = importlib.metadata.distribution("torch")
+        if torch_dir is not None and (
+                Path(str(dist.locate_file("torch"))).resolve() != torch_dir.resolve()):
+            return None
+        return dist.version
     except Exception:
         return None
 
@@ -81,7 +94,8 @@ def probe_wheel() -> WheelFacts:
     try:
         data = version_file.read_bytes()
     except OSError as exc:
-        return WheelFacts(installed=True, version=_dist_version(), location=str(torch_dir),
+        return WheelFacts(installed=True, version=_dist_version(torch_dir),
+                          location=str(torch_dir),
                           error=f"could not read {version_file}: {exc.strerror or exc}")
     # Bytes that are not UTF-8 (a corrupted or hand-edited file) cost those bytes, not the
     # fact that torch is installed.
@@ -89,8 +103,8 @@ def probe_wheel() -> WheelFacts:
     try:
         return wheel_from_version_file(text, location=str(torch_dir))
     except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes in the source
-        return WheelFacts(installed=True, version=_dist_version(), location=str(torch_dir),
-                          error=f"could not parse {version_file}: {exc}")
+        return WheelFacts(installed=True, version=_dist_version(torch_dir),
+                          location=str(torch_dir), error=f"could not parse {version_file}: {exc}")
 
 
 # --- compatibility knowledge (pure functions; the rules in diagnose.py use them) ---------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
-from devcheck.facts import DoctorFacts, Finding
+from devcheck.facts import DoctorFacts, Finding, GpuFacts, WheelFacts, printable
 from devcheck.rules.gpu import GiB, MiB
 from devcheck.rules.require import passed_live_check
 
@@ -17,9 +17,9 @@ EXIT_OK = 0
 EXIT_ERRORS = 1  # 2 (usage) is click's own
 WIDTH = 100  # every text rendering reads in 100 columns
 
-__all__ = ["EXIT_ERRORS", "EXIT_OK", "GiB", "MiB", "WIDTH", "answer", "cudnn_text",
-           "default_device_answer", "exit_code", "gib", "usable_cuda", "usable_devices",
-           "wrap_paragraph"]
+__all__ = ["EXIT_ERRORS", "EXIT_OK", "GiB", "MiB", "WIDTH", "answer", "build_text",
+           "cudnn_text", "default_device_answer", "exit_code", "gib", "gpu_errors_text",
+           "usable_cuda", "usable_devices", "wrap_paragraph"]
 
 
 def exit_code(findings: Sequence[Finding]) -> int:
@@ -43,8 +43,10 @@ def answer(facts: DoctorFacts, findings: Sequence[Finding]) -> str:
                 if f.severity in ("error", "warn") and not f.id.startswith("require_")]
     if facts.torch is None:
         n = facts.nvml
+        if n.available and n.error is None:
+            return f"NVML sees {len(n.gpus)} GPU(s), driver {n.driver_version or '?'}"
         if n.available:
-            return f"NVML sees {len(n.gpus)} GPU(s), driver {n.driver_version}"
+            return f"NVML started but could not list the GPUs: {n.error}"
         why = next((f.title for f in blockers), n.error or "NVML unavailable")
         return why if why.endswith("torch uses the CPU") else f"NVML sees no GPU: {why}"
     cuda = usable_cuda(facts)
@@ -77,6 +79,25 @@ def default_device_answer(facts: DoctorFacts) -> str | None:
     return (f"yes, to {t.default_device}: torch.set_default_device was called, so factory "
             "calls such as torch.zeros(...) land there (not everything follows it; see the "
             "findings)")
+
+
+def build_text(w: WheelFacts) -> str:
+    """The wheel's build in two words; "build unknown" when its version.py could not be read."""
+    if w.cuda_version:
+        return f"CUDA {w.cuda_version}"
+    if w.hip_version:
+        return f"ROCm {w.hip_version}"
+    if w.cpu_only is None:
+        return "build unknown"
+    return "CPU-only" if w.cpu_only else "no CUDA or ROCm"
+
+
+def gpu_errors_text(g: GpuFacts) -> str:
+    """The fields NVML could not give for one GPU, grouped by reason (printable), or ""."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in g.errors.items():
+        by_reason.setdefault(printable(str(reason)), []).append(name)
+    return "; ".join(f"{reason} ({', '.join(names)})" for reason, names in by_reason.items())
 
 
 def gib(n: int | None) -> str:

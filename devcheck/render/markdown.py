@@ -13,7 +13,14 @@ import re
 from collections.abc import Sequence
 
 from devcheck.facts import DoctorFacts, Finding, printable
-from devcheck.render.common import answer, default_device_answer, exit_code, usable_devices
+from devcheck.render.common import (
+    answer,
+    build_text,
+    default_device_answer,
+    exit_code,
+    gpu_errors_text,
+    usable_devices,
+)
 from devcheck.render.json import render_json, to_json
 
 _SEVERITY = {"error": "error", "warn": "warning", "info": "info", "ok": "ok"}
@@ -45,11 +52,13 @@ def _gpus(facts: DoctorFacts) -> str:
     if not n.available:
         return f"none seen by NVML ({n.error_kind or 'unavailable'})"
     if not n.gpus:
-        return "none (the driver lists no GPU)"
+        return (f"unknown (NVML failed: {n.error})" if n.error
+                else "none (the driver lists no GPU)")
     return ", ".join(
         f"{g.index}: {g.name or '?'}" + (f" (CC {g.compute_capability})"
                                          if g.compute_capability else "")
-        + (f" ({g.error})" if g.error else "") for g in n.gpus)
+        + (f" ({g.error})" if g.error else "")
+        + (f" (NVML: {gpu_errors_text(g)})" if g.errors else "") for g in n.gpus)
 
 
 def _summary_rows(facts: DoctorFacts, findings: Sequence[Finding]) -> list[tuple[str, str]]:
@@ -58,17 +67,16 @@ def _summary_rows(facts: DoctorFacts, findings: Sequence[Finding]) -> list[tuple
     rows = [("OS", f"{h.os_name} {h.os_release or ''} {h.machine or ''}"
              + (f" ({where})" if where else "")),
             ("Python", h.python_version or "?")]
-    build = (f"CUDA {w.cuda_version}" if w.cuda_version else
-             f"ROCm {w.hip_version}" if w.hip_version else "CPU-only")
-    rows.append(("torch wheel", f"{w.version} ({build})" if w.installed
-                 else w.error or "not installed"))
+    wheel = f"{w.version or '?'} ({build_text(w)})" + (f"; {w.error}" if w.error else "")
+    rows.append(("torch wheel", wheel if w.installed else w.error or "not installed"))
     if t is not None:
         rows.append(("torch import", f"ok in {t.import_seconds or 0:.2f} s" if t.imported
                      else f"failed: {t.import_error or t.error}"))
         if t.imported:
             rows.append(("cuda.is_available()", str(t.cuda_available)))
             rows.append(("default device", str(t.default_device)))
-    rows.append(("NVIDIA driver", f"{n.driver_version} (CUDA {n.cuda_driver_version})"
+    rows.append(("NVIDIA driver",
+                 f"{n.driver_version or '?'} (CUDA {n.cuda_driver_version or '?'})"
                  if n.available else f"not available: {n.error_kind or n.error}"))
     rows.append(("GPUs", _gpus(facts)))
     if t is not None:

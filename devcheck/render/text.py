@@ -17,10 +17,12 @@ from devcheck.render.common import (
     WIDTH,
     MiB,
     answer,
+    build_text,
     cudnn_text,
     default_device_answer,
     exit_code,
     gib,
+    gpu_errors_text,
     wrap_paragraph,
 )
 
@@ -62,11 +64,13 @@ def gpu_line(g: GpuFacts, s: _Style | None = None) -> str:
     procs = " ".join(f"{printable(p.name or '?')}/{p.pid}("
                      + (f"{p.used_memory_bytes // MiB}M" if p.used_memory_bytes is not None
                         else "?") + ")" for p in g.processes)
+    errors = gpu_errors_text(g)
     return (f"  [{g.index}] {s(printable(g.name or '?'), bold=True)}  "
             f"CC {g.compute_capability or '?'} | "
             f"{_opt(g.temperature_c, ' C')}, {_opt(g.utilization_gpu_pct, ' %')} | {mem} | "
             f"{_opt(g.power_draw_w, ' W')} / {_opt(g.power_limit_w, ' W')}"
-            + (f" | {procs}" if procs else ""))
+            + (f" | {procs}" if procs else "")
+            + (" | " + s(f"NVML: {errors}", fg="yellow") if errors else ""))
 
 
 def _host_lines(facts: DoctorFacts, s: _Style) -> list[str]:
@@ -87,9 +91,8 @@ def _torch_lines(facts: DoctorFacts, s: _Style) -> list[str]:
     w, t = facts.wheel, facts.torch
     lines = [s("torch", bold=True)]
     if w.installed:
-        build = (f"CUDA {w.cuda_version}" if w.cuda_version else
-                 f"ROCm {w.hip_version}" if w.hip_version else "CPU-only")
-        lines.append(f"  wheel {w.version} ({build}) at {w.location}"
+        lines.append(f"  wheel {printable(w.version or '?')} ({printable(build_text(w))}) at "
+                     f"{printable(w.location or '?')}"
                      + (f" ({printable(w.error)})" if w.error else ""))
     else:
         lines.append(f"  wheel: {printable(w.error or 'not installed')}")
@@ -123,11 +126,13 @@ def facts_lines(facts: DoctorFacts, s: _Style | None = None) -> list[str]:
     n = facts.nvml
     lines = _host_lines(facts, s) + [s("NVIDIA driver (NVML)", bold=True)]
     if n.available:
-        lines.append(f"  driver {n.driver_version or '?'}, supports CUDA "
-                     f"{n.cuda_driver_version or '?'}; {len(n.gpus)} GPU(s)")
+        count = (f"{len(n.gpus)} GPU(s)" if n.error is None or n.gpus
+                 else "GPUs unknown (see below)")
+        lines.append(f"  driver {printable(n.driver_version or '?')}, supports CUDA "
+                     f"{n.cuda_driver_version or '?'}; {count}")
         lines.extend(gpu_line(g, s) for g in n.gpus)
         if n.error:
-            lines.append(f"  {printable(n.error)}")
+            lines.append("  " + s(f"NVML failed: {printable(n.error)}", fg="red"))
     else:
         lines.append(f"  not available: {printable(n.error or '?')}")
     return lines + _torch_lines(facts, s)

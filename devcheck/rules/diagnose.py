@@ -22,13 +22,13 @@ from devcheck.rules.gpu import (
     healthy_gpus,
     mib,
     rule_cpu_only_wheel,
-    rule_cuda_visible_devices,
     rule_driver_too_old,
     rule_gpu_arch,
     rule_gpu_busy,
     rule_gpu_lost,
     rule_nvml,
 )
+from devcheck.rules.visible import rule_cuda_visible_devices
 
 __all__ = ["RULES", "Build", "build_of", "diagnose", "rule_cpu_only_wheel", "sort_findings",
            "rule_cuda_visible_devices", "rule_driver_too_old", "rule_gpu_arch",

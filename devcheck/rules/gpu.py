@@ -29,7 +29,8 @@ BUSY_UTILIZATION_PCT = 90
 # ``torch_cannot_use_gpu``: they already say why.
 CUDA_REASON_IDS = (
     "torch_not_installed", "torch_import_failed", "torch_probe_failed", "cpu_only_wheel",
-    "driver_too_old", "driver_library_mismatch", "nvml_timeout", "gpu_arch_not_in_wheel",
+    "driver_too_old", "driver_library_mismatch", "nvml_timeout", "nvml_query_failed",
+    "gpu_arch_not_in_wheel",
     "cuda_visible_devices", "no_driver", "no_gpu", "torch_cannot_use_gpu", "gpu_lost",
     "live_check_failed",
 )
@@ -44,6 +45,9 @@ class Build:
     cuda: str | None
     hip: str | None
     source: str  # "torch" | "wheel" | "none"
+    # True: no GPU backend at all; False: one (CUDA, ROCm, XPU...); None: unknown (a
+    # torch/version.py that could not be read says nothing, least of all "CPU-only").
+    cpu_only: bool | None = None
 
     @property
     def label(self) -> str:
@@ -53,10 +57,11 @@ class Build:
 def build_of(facts: DoctorFacts) -> Build:
     t = facts.torch
     if t is not None and t.imported:
-        return Build(t.version, t.cuda_version, t.hip_version, "torch")
+        return Build(t.version, t.cuda_version, t.hip_version, "torch",
+                     t.cuda_version is None and t.hip_version is None)
     w = facts.wheel
     if w.installed:
-        return Build(w.version, w.cuda_version, w.hip_version, "wheel")
+        return Build(w.version, w.cuda_version, w.hip_version, "wheel", w.cpu_only)
     return Build(None, None, None, "none")
 
 
@@ -97,9 +102,9 @@ def rule_nvml(facts: DoctorFacts) -> list[Finding]:
                         "in a container, start it with GPU access (`docker run --gpus all`); "
                         "otherwise check `nvidia-smi` and `dmesg` (a GPU that fell off the bus "
                         "needs a reboot)", "no_driver")]
-    if n.available:
-        return []
     torch_sees = bool(facts.torch is not None and facts.torch.cuda_available)
+    if n.available:
+        return [] if n.error is None else [_nvml_query_failed(facts, torch_sees)]
     kind = n.error_kind or "unknown"
     if kind == "bindings_missing":
         return [Finding("nvml_bindings_missing", "info",
@@ -132,6 +137,25 @@ def rule_nvml(facts: DoctorFacts) -> list[Finding]:
                         "torch uses the GPU anyway; install the driver's NVML library (or mount it "
                         "into the container) for memory/utilization/process details")]
     return [_no_driver(facts, build, what, missing)]
+
+
+def _nvml_query_failed(facts: DoctorFacts, torch_sees: bool) -> Finding:
+    """NVML started (nvmlInit worked) but could not count or read the GPUs.
+
+    The GPUs are unknown, not absent: an error, unless torch computes on CUDA anyway (then
+    only the details are missing, and a warning says so).
+    """
+    n = facts.nvml
+    listed = f"{len(n.gpus)} GPU(s) listed" if n.gpus else "no GPU listed"
+    return Finding(
+        "nvml_query_failed", "warn" if torch_sees else "error",
+        f"the NVIDIA driver answers but cannot list its GPUs: {n.error}",
+        f"nvmlInit() succeeded; then {n.error}; driver "
+        f"{n.driver_version or '?'} (CUDA {n.cuda_driver_version or '?'}), {listed}"
+        + ("; torch uses CUDA anyway" if torch_sees else ""),
+        "run `nvidia-smi`: if it fails the same way, check `dmesg` for Xid errors and reset "
+        "the GPU (`nvidia-smi -r`) or reboot; a driver upgraded without a reboot also does "
+        "this (reboot)")
 
 
 def _no_driver(facts: DoctorFacts, build: Build, what: str, missing: bool) -> Finding:
@@ -174,20 +198,50 @@ def _no_driver(facts: DoctorFacts, build: Build, what: str, missing: bool) -> Fi
                    f"To use an NVIDIA GPU: {fix_gpu}", "no_driver")
 
 
+def _gpus_seen(facts: DoctorFacts) -> tuple[int, str]:
+    """How many NVIDIA GPUs this machine has, and the evidence in words."""
+    n = facts.nvml
+    if n.gpus:
+        return len(n.gpus), (f"NVML sees {len(n.gpus)} GPU(s), driver {n.driver_version or '?'} "
+                             f"(CUDA {n.cuda_driver_version or '?'})")
+    pci = facts.host.nvidia_pci_devices or 0
+    return pci, (f"{pci} NVIDIA GPU(s) on the PCI bus" if pci else "no NVIDIA GPU seen")
+
+
 def rule_cpu_only_wheel(facts: DoctorFacts) -> list[Finding]:
     build = build_of(facts)
     if build.source == "none" or build.cuda:
         return []
-    gpus = len(facts.nvml.gpus) or (facts.host.nvidia_pci_devices or 0)
+    gpus, seen = _gpus_seen(facts)
+    if build.cpu_only is None and not build.hip:
+        return [_build_unknown(facts, gpus, seen)]
     if not gpus:
         return []
-    kind = f"a ROCm build (HIP {build.hip})" if build.hip else "CPU-only"
-    seen = (f"NVML sees {len(facts.nvml.gpus)} GPU(s), driver {facts.nvml.driver_version} "
-            f"(CUDA {facts.nvml.cuda_driver_version})" if facts.nvml.gpus
-            else f"{gpus} NVIDIA GPU(s) on the PCI bus")
-    return [Finding("cpu_only_wheel", "error", f"this torch build is {kind} ({build.version})",
+    kind = (f"a ROCm build (HIP {build.hip})" if build.hip else
+            "CPU-only" if build.cpu_only else "built without CUDA")
+    return [Finding("cpu_only_wheel", "error",
+                    f"this torch build is {kind} ({build.version or '?'})",
                     f"{build.label} has no CUDA support (torch.version.cuda is None) but {seen}",
                     driver_fix(facts), "cpu_only_wheel")]
+
+
+def _build_unknown(facts: DoctorFacts, gpus: int, seen: str) -> Finding:
+    """torch is installed but its torch/version.py could not be read: the build is unknown.
+
+    Never "CPU-only" on that evidence: a warning on a GPU machine (whether torch can use the
+    GPUs is unknown), information elsewhere.
+    """
+    w = facts.wheel
+    where = f"{w.location}/version.py" if w.location else "torch/version.py"
+    why = w.error or f"{where} does not say which CUDA torch was built for"
+    index = cuda_index_for(facts.nvml.cuda_driver_version)
+    reinstall = install_command(index) if index else "pip install --force-reinstall torch"
+    return Finding(
+        "wheel_build_unknown", "warn" if gpus else "info",
+        "the torch build is unknown: torch/version.py could not be read",
+        f"{why}; {seen}",
+        "`devcheck doctor` imports torch and asks it directly; every torch wheel ships "
+        f"torch/version.py, so without it the install is damaged: `{reinstall}`")
 
 
 def rule_driver_too_old(facts: DoctorFacts) -> list[Finding]:
@@ -280,57 +334,3 @@ def rule_gpu_busy(facts: DoctorFacts) -> list[Finding]:
             findings.append(Finding("gpu_shared", "info",
                                     f"{gpu_label(g)} is shared with other processes", evidence))
     return findings
-
-
-def _parse_visible(value: str, facts: DoctorFacts) -> tuple[list[str], str | None]:
-    """Mimic the CUDA runtime: entries up to the first invalid one count, the rest is ignored."""
-    gpus = facts.nvml.gpus if facts.nvml.available else ()
-    visible: list[str] = []
-    for raw in value.split(","):
-        entry = raw.strip()
-        if entry.isdigit():
-            if gpus and int(entry) >= len(gpus):
-                return visible, (f"index {entry} does not exist (NVML sees {len(gpus)} GPU(s): "
-                                 f"0..{len(gpus) - 1})")
-            visible.append(entry)
-        elif entry.startswith(("GPU-", "MIG-")):
-            if gpus and entry.startswith("GPU-") and not any(
-                    (g.uuid or "").startswith(entry) for g in gpus):
-                return visible, f"no GPU has a UUID starting with {entry!r}"
-            visible.append(entry)
-        else:
-            why = "an empty entry" if not entry else f"{entry!r} is not a GPU index or UUID"
-            return visible, why
-    return visible, None
-
-
-def rule_cuda_visible_devices(facts: DoctorFacts) -> list[Finding]:
-    value = facts.host.env.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return []
-    visible, problem = _parse_visible(value, facts)
-    total = len(facts.nvml.gpus)
-    shown = f"CUDA_VISIBLE_DEVICES={value!r}"
-    fix = ("set it to indices that exist (e.g. CUDA_VISIBLE_DEVICES=0,1) or unset it, before "
-           "Python starts; torch renumbers the visible GPUs from cuda:0")
-    if not visible:
-        first = value.split(",")[0].strip()
-        if first in ("", "-1"):  # the usual ways to hide the GPUs on purpose
-            problem = (f"{first or 'an empty value'} hides every GPU (CUDA reads entries up to "
-                       "the first one that is not a GPU)")
-        severity: Severity = "warn" if total else "info"
-        return [Finding("cuda_visible_devices", severity,
-                        f"{shown} hides every GPU from torch",
-                        f"{problem or 'no valid entry'}; NVML sees {total} GPU(s)", fix,
-                        "invalid_device_ordinal")]
-    if problem:
-        return [Finding("cuda_visible_devices", "warn", f"{shown} is malformed",
-                        f"{problem}; CUDA stops parsing there, so only {', '.join(visible)} "
-                        f"is visible (as cuda:0..cuda:{len(visible) - 1})", fix,
-                        "invalid_device_ordinal")]
-    if total and len(visible) < total:
-        return [Finding("cuda_visible_devices", "info",
-                        f"{shown} shows {len(visible)} of {total} GPUs",
-                        f"torch sees them as cuda:0..cuda:{len(visible) - 1}; other indices raise "
-                        "'invalid device ordinal'", None, "invalid_device_ordinal")]
-    return []
