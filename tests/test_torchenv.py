@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import threading
 import types
@@ -220,3 +221,42 @@ def test_a_child_that_dies_after_all_its_checks_lost_nothing() -> None:
     facts = child.partial("torch probe timed out after 5s")
     (check,) = facts.live_checks
     assert check.error == "torch probe timed out after 5s during the live check on cpu"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_child_dies_with_a_killed_doctor(tmp_path: Path) -> None:
+    """A torch import that hangs kept the probe child alive after `kill -9` of the doctor."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pkg = tmp_path / "torch"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import time\ntime.sleep(600)\n")
+    code = ("import sys, time\nsys.path.insert(0, sys.argv[1])\n"
+            "from devcheck.probe.torchproc import TorchChild\n"
+            "print(TorchChild(live=False).start(), flush=True)\ntime.sleep(600)\n")
+    doctor = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert doctor.stdout is not None
+    child = int(doctor.stdout.readline())
+    time.sleep(1.0)  # the child is inside the hanging import
+    doctor.kill()
+    doctor.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        try:  # reaped by init, or a zombie of ours: either way not running
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the torch probe child outlived the doctor")

@@ -222,9 +222,14 @@ def child_main(argv: list[str] | None = None) -> int:
     """The torch probe's child: stages and facts as JSON lines on the original stdout.
 
     Whatever torch itself prints goes to stderr (fd 1 is pointed there), so stdout carries
-    only this protocol. ``argv``: ``["--no-live"]`` or nothing.
+    only this protocol. ``argv``: ``--no-live`` and ``--parent PID`` (end with that process).
     """
-    live = "--no-live" not in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    live = "--no-live" not in args
+    if "--parent" in args:  # die with the doctor, even a SIGKILLed one (a hung torch import
+        from devcheck.probe.libc import set_parent_death_signal  # would live on otherwise)
+
+        set_parent_death_signal(parent=int(args[args.index("--parent") + 1]))
     out: TextIO = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
     os.dup2(2, 1)
 

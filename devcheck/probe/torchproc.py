@@ -16,6 +16,7 @@ torch and the same devcheck (an uninstalled checkout included), and the same env
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -71,7 +72,8 @@ class TorchChild:
 
     def start(self) -> int | None:
         """Start the child now (its pid, or None when it could not start)."""
-        args = [sys.executable, "-c", _CHILD_CODE, json.dumps(sys.path)]
+        args = [sys.executable, "-c", _CHILD_CODE, json.dumps(sys.path), "--parent",
+                str(os.getpid())]
         if not self.live:
             args.append("--no-live")
         try:
