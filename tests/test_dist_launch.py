@@ -106,8 +106,11 @@ def test_a_stalled_rank_is_named_and_everything_is_killed() -> None:
             continue
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_interrupt_kills_the_launcher_and_every_rank(sig: int) -> None:
+    """Ctrl-C exits 130, SIGTERM/SIGHUP 128+N (a CI cancel is not a Ctrl-C), and even a
+    SIGKILLed devcheck, which runs no clean-up, leaves no torchrun or rank behind."""
     marker = f"devcheck-int-{uuid.uuid4().hex[:8]}"
     proc = subprocess.Popen(DEVCHECK + ["dist", "--nproc", "2", "--backend", "gloo",
                                         "--timeout", "120", "--sizes", "4KiB"],
@@ -125,14 +128,32 @@ def test_interrupt_kills_the_launcher_and_every_rank(sig: int) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted; the launcher and its ranks were killed" in err
-    assert "Traceback" not in err
-    for p in psutil.process_iter(["pid"]):
-        try:
-            assert p.environ().get("DEVCHECK_TEST_MARKER") != marker or p.pid == os.getpid()
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + sig, err
+        assert (f"interrupted ({signal.Signals(sig).name}); the launcher and its ranks were "
+                "killed") in err
+        assert "Traceback" not in err
+
+    def tagged() -> list[int]:
+        pids = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if p.environ().get("DEVCHECK_TEST_MARKER") == marker and p.pid != os.getpid() \
+                        and p.status() != psutil.STATUS_ZOMBIE:
+                    pids.append(p.pid)
+            except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+        return pids
+
+    deadline = time.monotonic() + 20  # torchrun stops its ranks on the death signal
+    while tagged() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = tagged()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 @pytest.mark.requires_cuda

@@ -8,6 +8,7 @@ findings or a failed/hung launch, 2 usage errors, 130 interrupted (everything ki
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -94,10 +95,11 @@ def dist(nproc: int | None, backend: str, timeout_s: float, sizes: tuple[int, ..
                              rdzv_id=rdzv_id)
         try:
             result = launch(opts)
-        except KeyboardInterrupt:
-            click.echo("devcheck dist: interrupted; the launcher and its ranks were killed",
-                       err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (launch.Interrupted)
+            signum = int(getattr(exc, "signum", signal.SIGINT))
+            click.echo(f"devcheck dist: interrupted ({signal.Signals(signum).name}); the "
+                       "launcher and its ranks were killed", err=True)
+            sys.exit(128 + signum)
         findings += launch_findings(result, topo, min_busbw=min_busbw)
     elif blocked and not preflight_only:
         first = next(f for f in findings if f.severity == "error")

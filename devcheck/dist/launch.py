@@ -24,6 +24,7 @@ from typing import Any
 
 from devcheck.dist.hang import diagnose_hang, rank_states
 from devcheck.dist.model import BandwidthPoint, CollectiveCheck, LaunchResult
+from devcheck.probe.libc import tied_command
 
 DEFAULT_RDZV_PORT = 29400  # torchrun's own default for the c10d rendezvous
 KILL_GRACE_S = 3.0
@@ -104,9 +105,19 @@ def _alive(p: Any) -> bool:
         return False
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while the ranks run: handled like Ctrl-C (everything killed), but
+    the exit code says which signal it was (128 + ``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """A CI job cancelled with SIGTERM must not leave the ranks running: treat it as Ctrl-C."""
+    """A CI job cancelled with SIGTERM (or a closed terminal's SIGHUP) must not leave the
+    ranks running: the launcher is killed as on Ctrl-C."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -114,13 +125,16 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    caught = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+              if s is not None]
+    previous = {s: signal.signal(s, interrupt) for s in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _output_tail(path: Path, limit: int = 4000) -> str:
@@ -164,7 +178,9 @@ def launch(opts: LaunchOptions, *, run_dir: Path | None = None,
         log = out_dir / "launcher.log"
         start = time.monotonic()
         with open(log, "wb") as sink:
-            proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT,
+            # torchrun gets SIGTERM if we die, even by SIGKILL: it then stops its ranks
+            proc = subprocess.Popen(tied_command(cmd, signal.SIGTERM), stdout=sink,
+                                    stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     env={**os.environ, **(env or {})})
         timed_out = False

@@ -39,6 +39,23 @@ def set_parent_death_signal(sig: int = SIGKILL, *, parent: int | None = None) ->
     return True
 
 
+_TIED = ("import os, sys; from devcheck.probe.libc import set_parent_death_signal; "
+          "set_parent_death_signal(int(sys.argv[2]), parent=int(sys.argv[1])); "
+          "os.execvp(sys.argv[3], sys.argv[3:])")
+
+
+def tied_command(argv: list[str], sig: int) -> list[str]:
+    """``argv`` started so that it gets ``sig`` when this process dies (even by SIGKILL).
+
+    For commands that this process cannot ask to arm ``PR_SET_PDEATHSIG`` themselves
+    (torchrun): a small Python arms it, then execs ``argv`` (the setting survives exec).
+    ``preexec_fn`` would do the same without the extra interpreter, but it may deadlock in a
+    process with threads. Elsewhere than Linux, ``argv`` unchanged."""
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return list(argv)
+    return [sys.executable, "-c", _TIED, str(os.getpid()), str(int(sig)), *argv]
+
+
 def become_child_subreaper() -> bool:
     """Orphaned descendants are re-parented to this process instead of init (Linux >= 3.4),
     so ``devcheck run`` can find and end what a job left behind; False elsewhere."""
