@@ -323,3 +323,23 @@ def test_unmet_require_is_one_line_on_stderr() -> None:
     assert out.returncode == 1 and json.loads(out.stdout)["summary"]["exit_code"] == 1
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith("Error: --require cuda: no CUDA device passed the live check (")
+
+
+def test_ctrl_c_is_an_interrupt_not_click_aborted(tmp_path: Path) -> None:
+    """click turned Ctrl-C into "Aborted!" and exit 1, which the doctor uses for "error
+    findings"; an interrupt is 130, as in a shell, and says so."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "devcheck", "doctor"],
+                            env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # inside the torch probe's wait
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "devcheck doctor: interrupted" in err
+    assert "Aborted!" not in err and "Traceback" not in err

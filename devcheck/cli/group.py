@@ -9,6 +9,8 @@ findings / failed checks, 2 usage errors (click's own).
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
 
@@ -26,6 +28,19 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        # click turns a Ctrl-C into "Aborted!" and exit 1, which here means "error findings"
+        # (doctor) or "no match" (explain): say it was an interrupt, exit 130 like a shell.
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            name = ctx.invoked_subcommand or ""
+            try:
+                click.echo(f"devcheck {name}: interrupted".replace("  ", " "), err=True)
+            except OSError:
+                pass
+            sys.exit(130)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
 
