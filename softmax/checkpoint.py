@@ -6,11 +6,11 @@ so a reader sees the previous epoch's file or the new one, never half of one. It
 with ``weights_only=True``: a hostile file cannot run code, and anything that is not a
 checkpoint of ours becomes one :class:`CheckpointError` line naming the file.
 
-Two trainers on one folder would overwrite each other's ``last.pt`` and both report
-success. :class:`CheckpointLock` prevents that with ``last.pt.lock``, which names the
-holder's pid; the lock itself is a kernel ``flock``, so a holder killed with ``kill -9``
-releases it and the next trainer takes it over (and says whose stale lock it was).
-"""
+Two trainers on one folder would overwrite each other's ``last.pt`` and both report success.
+:class:`CheckpointLock` prevents that with ``last.pt.lock``, which names the holder's pid;
+the lock itself is a kernel lock (POSIX ``lockf``), so a holder killed with ``kill -9``
+releases it, even while its DataLoader workers still run, and the next trainer takes it over
+(and says whose stale lock it was)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ LOCK_NAME = "last.pt.lock"
 FORMAT = 2  # 2: adds "loader" (which loader's shuffle state "generator" is)
 REQUIRED_KEYS = ("epoch", "model", "state")
 MODEL_KINDS = ("scratch", "concise")
-_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # flock unsupported here
+_NO_FLOCK = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # no kernel locks here
 _FIX = "Fix: pass a file written by `softmax train` (runs/softmax/last.pt by default)"
 
 
@@ -200,10 +200,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_holder(path: Path) -> tuple[int | None, str]:
-    """(pid, description) from a lock file's one line ``pid host started``."""
+def _read_holder(path: Path, fd: int | None = None) -> tuple[int | None, str]:
+    """(pid, description) from a lock file's one line ``pid host started``.
+
+    ``fd``: read through the descriptor we hold: opening and closing the path again would
+    release our POSIX lock (fcntl locks end at the first close of any descriptor of the file)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        if fd is not None:
+            text = os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip()
+        else:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         return None, "unknown holder"
     parts = text.split(maxsplit=2)
@@ -214,13 +220,18 @@ def _read_holder(path: Path) -> tuple[int | None, str]:
 
 
 class CheckpointLock:
-    """An exclusive ``flock`` on ``<dir>/last.pt.lock``, whose text names the holder.
+    """An exclusive POSIX lock (``lockf``) on ``<dir>/last.pt.lock``, whose text names the
+    holder.
 
-    Why flock and not "create if absent": the kernel drops the lock when its holder dies,
-    so a stale lock (holder killed with -9) can never block a new run, and a reused pid
-    cannot fake a live holder. The file is removed on release; an acquirer checks that the
-    file it locked is still the one at the path (else it retries), so a release racing an
-    acquire cannot let two trainers in.
+    Why a kernel lock and not "create if absent": the kernel drops it when its holder
+    dies, so a stale lock (holder killed with -9) can never block a new run, and a
+    reused pid cannot fake a live holder. Why ``lockf`` and not ``flock``: a flock
+    belongs to the open file, which forked DataLoader workers share; they outlive a
+    SIGKILLed trainer by seconds and kept its lock, so the next run was refused naming a
+    dead pid. A POSIX lock belongs to the process and is not inherited by fork. The file
+    is removed on release; an acquirer checks that the file it locked is still the one
+    at the path (else it retries), so a release racing an acquire cannot let two
+    trainers in.
     """
 
     def __init__(self, directory: Path | str) -> None:
@@ -231,7 +242,7 @@ class CheckpointLock:
     def acquire(self) -> CheckpointLock:
         try:
             import fcntl
-        except ImportError:  # Windows: no flock; the holder's pid decides, as on NFS below
+        except ImportError:  # Windows: no lockf; the holder's pid decides, as on NFS below
             fcntl = None  # type: ignore[assignment]
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,8 +250,8 @@ class CheckpointLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
                 if fcntl is None:
-                    raise OSError(errno.ENOLCK, "no flock on this platform")
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    raise OSError(errno.ENOLCK, "no lockf on this platform")
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
                 if exc.errno in _NO_FLOCK:  # some network filesystems: the pid decides
                     pid, _ = _read_holder(self.path)
@@ -256,7 +267,7 @@ class CheckpointLock:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
                 same = False
-            if not same:  # released and removed between our open and our flock: retry
+            if not same:  # released and removed between our open and our lock: retry
                 os.close(fd)
                 continue
             self._fd = fd
@@ -276,7 +287,7 @@ class CheckpointLock:
 
     def _claim(self) -> None:
         assert self._fd is not None
-        pid, holder = _read_holder(self.path)
+        pid, holder = _read_holder(self.path, self._fd)
         if pid is not None and pid != os.getpid():
             state = "no longer running" if not _pid_alive(pid) else "not holding it"
             self.took_over = f"{holder} ({state})"

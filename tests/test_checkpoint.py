@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from softmax.checkpoint import (
     CheckpointError,
+    CheckpointLock,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
@@ -224,6 +225,34 @@ def test_foreign_checkpoints_get_one_line_not_a_traceback(tmp_path: Path, conten
         assert result.exit_code == 1, result.output
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert str(path) in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_forked_workers_do_not_keep_a_killed_trainers_lock(tmp_path: Path) -> None:
+    """A flock belongs to the open file, which forked DataLoader workers share: after
+    `kill -9` of the trainer they kept its lock for seconds and the next run was refused
+    naming a dead pid. The lock must end with the process that took it."""
+    code = (f"import os, sys, time\nsys.path.insert(0, {str(REPO)!r})\n"
+            "from softmax.checkpoint import CheckpointLock\n"
+            f"CheckpointLock({str(tmp_path)!r}).acquire()\n"
+            "if os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\n"
+            "print('locked', flush=True)\ntime.sleep(30)\n")
+    trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert trainer.stdout is not None and trainer.stdout.readline() == "locked\n"
+    worker = [int(p) for p in open(f"/proc/{trainer.pid}/task/{trainer.pid}/children").read()
+              .split()] if sys.platform.startswith("linux") else []
+    try:
+        trainer.kill()
+        trainer.wait()
+        lock = CheckpointLock(tmp_path).acquire()  # the worker still runs: not refused
+        assert lock.took_over is not None and f"pid {trainer.pid}" in lock.took_over
+        lock.release()
+    finally:
+        for pid in worker:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_lock_without_flock_still_refuses_a_live_holder(tmp_path: Path,

@@ -425,7 +425,7 @@ def test_without_flock_the_pid_decides(tmp_path: Path, monkeypatch: pytest.Monke
     def no_flock(fd: int, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(fcntl, "lockf", no_flock)
     if holder_alive:
         pid = os.getppid()
     else:
@@ -440,3 +440,18 @@ def test_without_flock_the_pid_decides(tmp_path: Path, monkeypatch: pytest.Monke
         lock = CheckpointLock(tmp_path).acquire()
         assert lock.took_over is not None and "no longer running" in lock.took_over
         lock.release()
+
+
+# -- a broken or missing torch: one line (the subprocess cases: test_softmax_hostile_env) ----
+def test_torch_not_installed_says_install_it() -> None:
+    from softmax.cli import _torch_import_message
+
+    missing = ModuleNotFoundError("No module named 'torch'", name="torch")
+    assert _torch_import_message(missing) == (
+        f"cannot import torch: it is not installed for {sys.executable}; expected PyTorch in "
+        f"this environment. Fix: pip install torch (pick the index for your driver on "
+        f"https://pytorch.org/get-started/locally/)")
+    broken = ModuleNotFoundError("No module named 'torch._C'", name="torch._C")
+    assert _torch_import_message(broken).startswith(
+        "cannot import torch (ModuleNotFoundError: No module named 'torch._C'): this torch "
+        "installation is broken")
