@@ -20,6 +20,7 @@ import os
 import pickle
 import socket
 import stat
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -219,6 +220,10 @@ def _read_holder(path: Path, fd: int | None = None) -> tuple[int | None, str]:
     return pid, f"pid {pid} on {host}, since {since}" if pid else f"content {text[:40]!r}"
 
 
+_HELD: dict[str, str] = {}  # lock files this process holds (real path -> its holder text)
+_HELD_GUARD = threading.Lock()
+
+
 class CheckpointLock:
     """An exclusive POSIX lock (``lockf``) on ``<dir>/last.pt.lock``, whose text names the
     holder.
@@ -238,8 +243,24 @@ class CheckpointLock:
         self.path = Path(directory) / LOCK_NAME
         self._fd: int | None = None
         self.took_over: str | None = None  # the stale holder replaced, if any
+        self._key = ""
 
     def acquire(self) -> CheckpointLock:
+        # A POSIX lock is per process: a second lock here would succeed, and its close would
+        # drop the first one's. Locks held by this process are therefore also kept here.
+        self._key = os.path.realpath(self.path)
+        with _HELD_GUARD:
+            if self._key in _HELD:
+                raise self._busy(_HELD[self._key] + ", in this very process")
+            _HELD[self._key] = f"pid {os.getpid()}"
+        try:
+            return self._acquire()
+        except BaseException:
+            with _HELD_GUARD:
+                _HELD.pop(self._key, None)
+            raise
+
+    def _acquire(self) -> CheckpointLock:
         try:
             import fcntl
         except ImportError:  # Windows: no lockf; the holder's pid decides, as on NFS below
@@ -277,8 +298,9 @@ class CheckpointLock:
                                   f"lock {self.path} after 20 tries (it keeps changing); "
                                   f"expected it to settle. Fix: check for other trainers")
 
-    def _busy(self) -> CheckpointLockError:
-        _, holder = _read_holder(self.path)
+    def _busy(self, holder: str | None = None) -> CheckpointLockError:
+        if holder is None:
+            _, holder = _read_holder(self.path)
         return CheckpointLockError(
             f"--checkpoint-dir {self.path.parent} is in use by another `softmax train` "
             f"({holder}; lock file {self.path}); expected one trainer per checkpoint folder, "
@@ -291,7 +313,10 @@ class CheckpointLock:
         if pid is not None and pid != os.getpid():
             state = "no longer running" if not _pid_alive(pid) else "not holding it"
             self.took_over = f"{holder} ({state})"
-        line = f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+        host, since = socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%S")
+        line = f"{os.getpid()} {host} {since}\n"
+        with _HELD_GUARD:
+            _HELD[self._key] = f"pid {os.getpid()} on {host}, since {since}"
         os.ftruncate(self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
         os.write(self._fd, line.encode())
@@ -305,6 +330,8 @@ class CheckpointLock:
             pass
         os.close(self._fd)
         self._fd = None
+        with _HELD_GUARD:
+            _HELD.pop(self._key, None)
 
     def __enter__(self) -> CheckpointLock:
         return self.acquire()
