@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shlex
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -203,6 +204,26 @@ def shown(path: Path) -> str:
     return os.path.join(".", text)
 
 
+def check_folders(root: Path) -> None:
+    """The root, ``FashionMNIST`` and ``raw`` must be folders where they exist.
+
+    Why first: a *file* named ``raw`` (a download saved under the folder's name) made every
+    later step fail for a reason of its own ("File exists" while unpacking, or "not found"
+    with the file right there); the one thing to do is to move it away."""
+    expected = {
+        root: "the dataset root folder (it holds FashionMNIST/raw/)",
+        root / "FashionMNIST": "a folder holding raw/",
+        raw_dir(root): "a folder holding the four IDX files or their .gz archives",
+    }
+    for path, what in expected.items():
+        if os.path.lexists(path) and not path.is_dir():
+            kind = "a link to nothing" if not path.exists() else "a file"
+            moved = shlex.quote(str(path))
+            raise DataError(f"{path} is {kind}, not a folder; expected {what}. Fix: move it "
+                            f"away (mv {moved} {moved}.bak) and rerun, or pass another "
+                            f"--data-root")
+
+
 def locate(data_root: str | Path | None = None,
            log: Callable[[str], None] | None = None) -> Path:
     """Return a root that torchvision's FashionMNIST(root) can read, preparing it if needed.
@@ -211,6 +232,7 @@ def locate(data_root: str | Path | None = None,
     where it was unpacked): 53 MB appearing in ``./data`` should never be a surprise."""
     root = Path(data_root) if data_root is not None else default_root()
     say = log if log is not None else (lambda _line: None)
+    check_folders(root)
     if _unpacked_ok(root):
         say(f"using Fashion-MNIST from {shown(raw_dir(root))}")
         return root

@@ -5,12 +5,15 @@ The book's ``Animator`` calls IPython's ``display``/``clear_output``: in a scrip
 plot"). ``LivePlot`` asks where it runs: inside a Jupyter kernel it updates one displayed
 figure in place; anywhere else it rewrites a PNG file each epoch and returns its path.
 Figures are built with matplotlib's object API on an Agg canvas, so no GUI backend, no
-``pyplot`` global state, and the same code runs on a server without a display.
+``pyplot`` global state, and the same code runs on a server without a display; a
+``$MPLBACKEND`` that matplotlib does not know cannot stop them either (:func:`file_backend`).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +33,41 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
+def file_backend() -> str | None:
+    """Import matplotlib so that a bad ``$MPLBACKEND`` cannot break it (called before each
+    matplotlib import here; once matplotlib is imported, it returns None at once).
+
+    Why: matplotlib validates ``$MPLBACKEND`` when it is first imported and raises on a
+    value it does not know (``MPLBACKEND=bogus``: the default curves.png died after epoch 1
+    with a traceback, and ``--plot c.png`` was blamed for it), although these figures draw
+    on Agg canvases and need no backend at all. So matplotlib is imported with the variable
+    hidden, and the variable is put back (the environment stays the user's). A valid value
+    becomes the backend as matplotlib would have made it (a notebook's inline backend, a
+    GUI for the user's own pyplot); an unknown one is replaced with agg, and the one-line
+    note returned says so (the command line calls this first, and prints it). None when
+    nothing was replaced."""
+    value = os.environ.get("MPLBACKEND")
+    if not value or "matplotlib" in sys.modules:
+        return None
+    del os.environ["MPLBACKEND"]
+    try:
+        import matplotlib
+        from matplotlib import rcsetup
+    finally:
+        os.environ["MPLBACKEND"] = value
+    try:
+        matplotlib.rcParams["backend"] = rcsetup.validate_backend(value)
+    except ValueError:
+        matplotlib.rcParams["backend"] = "agg"
+        return (f"warning: MPLBACKEND={value!r} is not a matplotlib backend (expected e.g. "
+                f"agg, qtagg or module://...); images are written with agg. Fix: unset "
+                f"MPLBACKEND or set a valid one")
+    return None
+
+
 def _figure(figsize: tuple[float, float],
             layout: Literal["constrained", "tight"] | None = None) -> Any:
+    file_backend()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -42,6 +78,7 @@ def _figure(figsize: tuple[float, float],
 
 def supported_formats() -> tuple[str, ...]:
     """File suffixes matplotlib can write here (pgf needs a LaTeX install: left out)."""
+    file_backend()
     from matplotlib.backend_bases import FigureCanvasBase
 
     return tuple(sorted(f for f in FigureCanvasBase.get_supported_filetypes() if f != "pgf"))
@@ -157,6 +194,8 @@ def _text_pixels(text: str, color: str, width: int, height: int, fontsize: float
     most 100 distinct true/predicted titles exist; each is drawn once and pasted, instead of
     laying out 128 text artists (and 128 subplots) per page."""
     import numpy as np
+
+    file_backend()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -168,6 +168,42 @@ def test_nothing_found_lists_every_way(small: dict[str, bytes], tmp_path: Path) 
         assert part in msg
 
 
+@pytest.mark.parametrize("mirror", [True, False])
+@pytest.mark.parametrize("where,what", [
+    ("FashionMNIST/raw", "a folder holding the four IDX files or their .gz archives"),
+    ("FashionMNIST", "a folder holding raw/"),
+])
+def test_a_file_where_a_folder_belongs_is_named_first(
+        small: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        mirror: bool, where: str, what: str) -> None:
+    """A file named `raw` (a download saved under the folder's name) was "File exists"
+    blaming --checkpoint-dir and --plot when a mirror was there to unpack, and "not found"
+    when not; the one fix is to move it away."""
+    if mirror:
+        archives(tmp_path / "mirror", small)
+        monkeypatch.setenv("SOFTMAX_MIRROR", str(tmp_path / "mirror"))
+    root = tmp_path / "root"
+    victim = root / where
+    victim.parent.mkdir(parents=True)
+    victim.write_text("not a folder\n")
+    with pytest.raises(DataError) as err:
+        locate(root)
+    assert str(err.value) == (
+        f"{victim} is a file, not a folder; expected {what}. Fix: move it away (mv {victim} "
+        f"{victim}.bak) and rerun, or pass another --data-root")
+    assert victim.read_text() == "not a folder\n" and sorted(root.rglob("*")) == sorted(
+        [victim, *victim.parents[:len(Path(where).parts) - 1]])  # nothing written
+
+
+def test_a_link_to_nothing_as_the_root_is_named(small: dict[str, bytes],
+                                                tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.symlink_to(tmp_path / "gone")
+    with pytest.raises(DataError, match=f"^{root} is a link to nothing, not a folder; "
+                                        f"expected the dataset root folder"):
+        locate(root)
+
+
 def test_real_spec_sizes() -> None:
     sizes = {s.name: s.size_bytes for s in data.FILES}
     assert sizes["train-images-idx3-ubyte"] == 47040016
