@@ -257,8 +257,9 @@ def _train(config: Any, watch: bool = False) -> None:
     from softmax.train import EpochMetrics, train_ch3
 
     plot_path = config.plot_path
-    _writable_dirs(checkpoint_dir=config.checkpoint_dir, metrics_json=config.metrics_json,
-                   plot=str(plot_path) if plot_path else None)
+    _writable_files(metrics_json=config.metrics_json, plot=config.plot)
+    _writable_dirs(checkpoint_dir=config.checkpoint_dir,
+                   plot=str(plot_path) if plot_path and not config.plot else None)
     live = LivePlot(plot_path, epochs=config.epochs, notebook=False,
                     title=f"softmax regression ({config.model})")
 
@@ -308,8 +309,25 @@ def epochs_text(n: int) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
+def _writable_files(**paths: str | None) -> None:
+    """A file the user named must go into a folder that exists: a typo such as
+    ``--metrics-json nope/m.json`` must not silently create ``nope/`` (and the run's output
+    then sit where nobody looks); fail before any work, naming the folder."""
+    from devcheck.fileio import OutputError, check_writable
+
+    for option, value in paths.items():
+        if not value:
+            continue
+        flag = "--" + option.replace("_", "-")
+        try:
+            check_writable(value, flag)
+        except OutputError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
 def _writable_dirs(**paths: str | None) -> None:
-    """Fail before the first epoch, not after it, when an output cannot be written."""
+    """Fail before the first epoch, not after it, when an output cannot be written; the
+    checkpoint folder (and the default plot inside it) is created."""
     for option, value in paths.items():
         if not value:
             continue
@@ -373,7 +391,7 @@ def _predict(checkpoint: str, device: str, data_root: str | None, n: int, out: s
     except ValueError as exc:
         raise _OneLineUsageError(str(exc)) from None
     try:
-        _writable_dirs(out=out)
+        _writable_files(out=out)
         result = predict_ch3(Path(checkpoint), device, data_root, n, Path(out))
     except _user_errors() as exc:
         raise click.ClickException(str(exc)) from None

@@ -37,7 +37,7 @@ def predict_ch3(checkpoint: Path, device_spec: str, data_root: str | None, n: in
 
     image_format(out)
     device = resolve_device(device_spec)
-    if not checkpoint.is_file():
+    if not checkpoint.exists():  # a FIFO or a device exists: load_checkpoint names it
         raise CheckpointError(f"checkpoint {checkpoint} does not exist; expected a file written "
                               f"by `softmax train` (default runs/softmax/last.pt); train first "
                               f"or pass --checkpoint")
