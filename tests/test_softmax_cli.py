@@ -455,3 +455,26 @@ def test_torch_not_installed_says_install_it() -> None:
     assert _torch_import_message(broken).startswith(
         "cannot import torch (ModuleNotFoundError: No module named 'torch._C'): this torch "
         "installation is broken")
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--metrics-json", "{tmp}/nope/deeper/m.json"],
+    ["train", "--plot", "{tmp}/nope/c.png"],
+    ["predict", "--out", "{tmp}/nope/p.png"],
+])
+def test_a_file_output_in_a_missing_folder_is_refused_not_created(tmp_path: Path,
+                                                                  args: list[str]) -> None:
+    """A typo in a folder name used to create it silently, and the output sat where nobody
+    would look; only --checkpoint-dir is created."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    line = one_line(*run(*args, "--device", "cpu", "--checkpoint-dir", str(tmp_path / "ck"),
+                         "--data-root", str(tmp_path / "none")) if args[0] == "train" else
+                    run(*args, "--device", "cpu", "--checkpoint", str(tmp_path / "x.pt")))
+    assert "its directory" in line and "does not exist; create it first (mkdir -p" in line
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "ck").exists()
+
+
+def test_predict_names_a_device_checkpoint_instead_of_missing(tmp_path: Path) -> None:
+    line = one_line(*run("predict", "--device", "cpu", "--checkpoint", os.devnull, "--out",
+                         str(tmp_path / "p.png")))
+    assert f"checkpoint {os.devnull} is a device; expected a regular file" in line
