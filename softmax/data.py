@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import os
 import shlex
+import signal
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -331,6 +332,27 @@ class TensorLoader:
             yield X.to(torch.float32).mul_(1 / 255), y  # ToTensor's scaling
 
 
+def quiet_worker(worker_id: int) -> None:
+    """``worker_init_fn`` for every DataLoader here: Ctrl-C is the main process's to handle.
+
+    The main process catches it, checkpoints and shuts its workers down; a worker that took
+    the SIGINT too died mid-handover, and its fd-sharing thread printed a
+    ``ConnectionResetError`` traceback under "interrupted; --resume continues"."""
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        # multiprocessing.resource_sharer's thread, when the main process stopped reading
+        if "_serve" in (args.thread.name if args.thread else "") and issubclass(
+                args.exc_type, ConnectionError | EOFError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 def book_dataloaders(root: Path, batch_size: int, workers: int | None = None,
                      generator: torch.Generator | None = None, *,
                      persistent: bool | None = None,
@@ -352,6 +374,7 @@ def book_dataloaders(root: Path, batch_size: int, workers: int | None = None,
     # from ``generator``, so saving its state is enough to repeat an epoch exactly
     persistent = workers > 0 if persistent is None else persistent and workers > 0
     return (data.DataLoader(train, batch_size, shuffle=True, generator=generator,
-                            num_workers=workers, persistent_workers=persistent),
+                            num_workers=workers, persistent_workers=persistent,
+                            worker_init_fn=quiet_worker),
             data.DataLoader(test, batch_size, shuffle=False, num_workers=workers,
-                            persistent_workers=persistent))
+                            persistent_workers=persistent, worker_init_fn=quiet_worker))

@@ -300,7 +300,7 @@ def dataloader_loaders(run: Any, root: Any) -> tuple[RankLoader, Any, int, int]:
     """The book's DataLoader, with a DistributedSampler (shuffle, one seed, drop_last)."""
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-    from softmax.data import book_dataloaders
+    from softmax.data import book_dataloaders, quiet_worker
 
     ctx, config = run.dist, run.config
     per = local_batch(ctx, config.batch_size)
@@ -311,9 +311,10 @@ def dataloader_loaders(run: Any, root: Any) -> tuple[RankLoader, Any, int, int]:
     gen = run.shuffle  # on the CPU here: worker seeds, rank- and epoch-dependent
     workers = train_dl.num_workers
     train = DataLoader(train_dl.dataset, per, sampler=sampler, num_workers=workers,
-                       generator=gen)
+                       generator=gen, worker_init_fn=quiet_worker)
     test_set = Subset(test_dl.dataset, range(ctx.rank, len(test_dl.dataset), ctx.world))
-    test = DataLoader(test_set, max(per, 1024), shuffle=False, num_workers=workers)
+    test = DataLoader(test_set, max(per, 1024), shuffle=False, num_workers=workers,
+                      worker_init_fn=quiet_worker)
     loader = RankLoader(train, ctx, config.seed, run.start_epoch, generator=gen,
                         sampler=sampler, model=lambda: run.model)
     return loader, test, len(sampler), len(test_set)

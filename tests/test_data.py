@@ -260,3 +260,26 @@ def test_damaged_label_byte_is_named_at_load(small: dict[str, bytes], tmp_path: 
     with pytest.raises(DataError) as err:
         book_dataloaders(root, 4, 0)
     assert str(err.value).startswith(expected)
+
+
+def test_quiet_worker_leaves_ctrl_c_to_the_main_process() -> None:
+    """A worker that took the terminal's SIGINT died mid-handover, and its fd-sharing
+    thread printed a ConnectionResetError traceback after "interrupted; --resume ..."."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, threading\n"
+            "from softmax.data import quiet_worker\n"
+            "quiet_worker(0)\n"
+            "assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN\n"
+            "def serve():\n    raise ConnectionResetError(104, 'Connection reset by peer')\n"
+            "def other():\n    raise ValueError('a real bug')\n"
+            "t = threading.Thread(target=serve, name='Thread-1 (_serve)'); t.start(); t.join()\n"
+            "t = threading.Thread(target=other, name='Thread-2 (work)'); t.start(); t.join()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\nprint('survived', flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "survived\n"
+    assert "ConnectionResetError" not in proc.stderr
+    assert "ValueError: a real bug" in proc.stderr  # other threads' errors still show
