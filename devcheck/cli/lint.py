@@ -34,10 +34,14 @@ def _write(path: str, data: bytes) -> str | None:
     if not os.path.isfile(path):  # `lint --fix <(cmd)`: a pipe cannot take the fixed code
         return (f"cannot write fixed file {path}: it is not a regular file (a pipe or "
                 "device); use --diff to see the fixes")
-    if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:
+    st = os.stat(path)
+    if not st.st_mode & 0o222:
         # the rename would replace a file its owner made read-only (root ignores modes)
-        return (f"cannot write fixed file {path}: it is read-only; make it writable "
-                f"(chmod u+w {path}) to --fix it")
+        return (f"cannot write fixed file {path}: it is read-only (mode "
+                f"{st.st_mode & 0o777:04o}); make it writable (chmod u+w {path}) to --fix it")
+    if not os.access(path, os.W_OK):
+        return (f"cannot write fixed file {path}: permission denied (owned by uid "
+                f"{st.st_uid}, mode {st.st_mode & 0o777:04o}); run as its owner or fix a copy")
     try:
         mode = os.stat(path).st_mode & 0o7777
         atomic_write_bytes(path, data, what="fixed file")
