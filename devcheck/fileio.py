@@ -72,8 +72,18 @@ def check_writable(path: Path | str, what: str = "output") -> Path:
     if not parent.is_dir():
         raise OutputError(what, p, f"{parent} is not a directory", fix)
     if not os.access(parent, os.W_OK | os.X_OK) and not (p.exists() and os.access(p, os.W_OK)):
-        raise OutputError(what, p, f"{parent} is not writable", fix)
+        why = "is on a read-only filesystem" if read_only_fs(parent) else \
+            "is not writable (permission denied)"
+        raise OutputError(what, p, f"{parent} {why}", fix)
     return p
+
+
+def read_only_fs(path: Path | str) -> bool:
+    """Is ``path`` on a filesystem mounted read-only? (``os.access`` says only "no".)"""
+    try:
+        return bool(os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):  # Windows has no statvfs
+        return False
 
 
 def temp_name(path: Path) -> Path:

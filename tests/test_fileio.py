@@ -97,3 +97,17 @@ def test_the_advice_fits_the_cause(code: int, words: str) -> None:
     assert words in text and text.endswith("for the checkpoint")
     if code in (errno.EACCES, errno.EROFS):
         assert "free space" not in text
+
+
+def test_a_read_only_filesystem_is_named_as_such(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """os.access only says "no": a read-only mount is not a permission problem to chmod."""
+    from devcheck import fileio
+
+    monkeypatch.setattr(fileio.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(fileio, "read_only_fs", lambda p: True)
+    with pytest.raises(OutputError, match="is on a read-only filesystem"):
+        check_writable(tmp_path / "m.json", "--metrics-json")
+    monkeypatch.setattr(fileio, "read_only_fs", lambda p: False)
+    with pytest.raises(OutputError, match=r"is not writable \(permission denied\)"):
+        check_writable(tmp_path / "m.json", "--metrics-json")

@@ -34,7 +34,11 @@ def _write(path: str, data: bytes) -> str | None:
     if not os.path.isfile(path):  # `lint --fix <(cmd)`: a pipe cannot take the fixed code
         return (f"cannot write fixed file {path}: it is not a regular file (a pipe or "
                 "device); use --diff to see the fixes")
+    from devcheck.fileio import read_only_fs
+
     st = os.stat(path)
+    if read_only_fs(path):
+        return f"cannot write fixed file {path}: it is on a read-only filesystem; fix a copy"
     if not st.st_mode & 0o222:
         # the rename would replace a file its owner made read-only (root ignores modes)
         return (f"cannot write fixed file {path}: it is read-only (mode "
