@@ -213,6 +213,32 @@ def test_run_reports_a_timeout_with_the_limit(monkeypatch: pytest.MonkeyPatch) -
     assert "FAILED: reproduce timed out after 0.5 s" in out
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the zygote lab needs fork")
+def test_run_all_with_a_torch_that_kills_the_lab_says_why_once_in_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table cuts each reason at 110 characters, before the step and the fix: the
+    lab's failure is printed once, whole, after it."""
+    pkg = tmp_path / "torch"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import os, sys\nsys.stderr.write('bye\\n')\nos._exit(7)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(tmp_path), os.environ.get("PYTHONPATH")])))
+    code, out = invoke("pitfalls", "run", "--all", "--device", "cpu")
+    assert code == 1
+    why = ("the lab process (python -m devcheck.pitfalls.lab --serve) failed to start: it "
+           "exited with code 7 while importing torch (its last words: bye); `devcheck doctor` "
+           "explains a broken torch")
+    assert out.splitlines().count(why) == 1, out
+    assert f"0 passed, 0 skipped, {len(REGISTRY)} failed" in out
+
+
+def test_run_help_states_the_labs_start_margin() -> None:
+    from devcheck.pitfalls.lab.parent import _START_MARGIN_S
+
+    code, out = invoke("pitfalls", "run", "--help")
+    assert code == 0 and f"gets as long plus {_START_MARGIN_S:g} s" in " ".join(out.split())
+
+
 def test_show_lists_related_pitfalls() -> None:
     p = next(p for p in REGISTRY.values() if p.related)
     code, out = invoke("pitfalls", "show", p.id)

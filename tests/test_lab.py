@@ -304,7 +304,8 @@ def test_the_zygote_ends_the_phase_when_its_input_closes(tmp_path: Path) -> None
     assert zygote.stdin is not None and zygote.stdout is not None
     pids: list[int] = []
     try:
-        assert json.loads(zygote.stdout.readline()) == {"ready": True}
+        said = [json.loads(zygote.stdout.readline()) for _ in range(3)]
+        assert said == [{"stage": "torch"}, {"stage": "lab"}, {"ready": True}]
         zygote.stdin.write(json.dumps({"id": lab_probes.WORKERS.id, "phase": "reproduce",
                                        "device": "cpu", "timeout_s": 600}) + "\n")
         zygote.stdin.flush()
@@ -319,6 +320,42 @@ def test_the_zygote_ends_the_phase_when_its_input_closes(tmp_path: Path) -> None
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
         zygote.wait()
+
+
+@needs_fork
+def test_a_zygote_killed_mid_phase_takes_the_phase_group_with_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the zygote (an OOM kill): the phase child dies by its parent-death
+    signal, but its workers are the parent's to kill, and the failure says what happened."""
+    import threading
+
+    monkeypatch.setenv(lab_probes.MARKERS_ENV, str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(TESTS), os.environ.get("PYTHONPATH")])))
+    results: list[PhaseResult] = []
+    pids: list[int] = []
+    with Lab(mode="fork") as the_lab:
+        runner = threading.Thread(target=lambda: results.append(the_lab.run_phase(
+            lab_probes.WORKERS.id, "reproduce", "cpu", timeout_s=600)))
+        runner.start()
+        try:
+            _wait_for(lambda: len(list(tmp_path.glob("worker-*"))) == 2, "2 workers")
+            pids = [int(p.name.split("-")[1]) for p in tmp_path.iterdir()]
+            assert the_lab._proc is not None
+            os.kill(the_lab._proc.pid, signal.SIGKILL)
+            runner.join(60)
+            assert not runner.is_alive()
+            _wait_for(lambda: not any(_running(p) for p in pids), "the phase group to end",
+                      30.0)
+        finally:
+            for pid in pids:
+                if _running(pid):
+                    os.kill(pid, signal.SIGKILL)
+    (r,) = results
+    assert r.crashed == (
+        "the lab process (python -m devcheck.pitfalls.lab --serve) crashed with SIGKILL "
+        "(signal 9) during this phase (SIGKILL: often the kernel's out-of-memory killer, see "
+        "`dmesg`); it and the phase's processes were killed")
 
 
 @pytest.mark.requires_cuda

@@ -165,9 +165,10 @@ def _signals_stop_the_run() -> Iterator[None]:
 
 
 def _sweep(ids: list[str], device: str, timeout_s: float,
-           ) -> tuple[list[Any], tuple[int, str] | None]:
+           ) -> tuple[list[Any], tuple[int, str] | None, str | None]:
     """Run ``ids`` in one lab; on SIGINT/SIGTERM/SIGHUP stop at once (the lab kills the
-    running phase's process group) and return what finished, with (signal, id running)."""
+    running phase's process group) and return what finished, with (signal, id running),
+    and why the lab broke (it failed to start or died: every later run failed so)."""
     from devcheck.pitfalls import lab
 
     results: list[Any] = []
@@ -181,10 +182,10 @@ def _sweep(ids: list[str], device: str, timeout_s: float,
             for current in ids:
                 results.append(lab.run_pitfall(the_lab, current, device, timeout_s))
     except KeyboardInterrupt:
-        return results, (int(signal.SIGINT), current)
+        return results, (int(signal.SIGINT), current), the_lab.broken
     except _Stopped as exc:
-        return results, (exc.signum, current)
-    return results, None
+        return results, (exc.signum, current), the_lab.broken
+    return results, None, the_lab.broken
 
 
 def _render_one(r: Any) -> None:
@@ -205,7 +206,8 @@ def _render_one(r: Any) -> None:
               help="cpu, cuda, cuda:N, mps, or auto (the best device each pitfall supports).")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True,
               type=FiniteFloat(0, MAX_TIMEOUT_S, low_open=True),
-              help="Seconds per phase before the phase (and its workers) is killed.")
+              help="Seconds per phase before the phase (and its workers) is killed; the "
+                   "lab's start (importing torch) gets as long plus 10 s.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def run_cmd(pitfall_id: str | None, run_all: bool, device: str, timeout_s: float,
             as_json: bool) -> None:
@@ -219,7 +221,7 @@ def run_cmd(pitfall_id: str | None, run_all: bool, device: str, timeout_s: float
     ids = [p.id for p in registry.all_pitfalls()] if run_all else [
         _pitfall_or_usage(pitfall_id or "").id]
     start = time.perf_counter()
-    results, stopped = _sweep(ids, device, timeout_s)
+    results, stopped, broken = _sweep(ids, device, timeout_s)
     elapsed = time.perf_counter() - start
     counts = {s: sum(r.status == s for r in results) for s in ("passed", "skipped", "failed")}
     names = sorted({r.reproduce.device_name for r in results
@@ -238,6 +240,8 @@ def run_cmd(pitfall_id: str | None, run_all: bool, device: str, timeout_s: float
         for r in results:
             click.echo(f"{r.id:34} {r.device:8} {r.status:8} {r.duration_s:5.2f}s  "
                        f"{r.reason[:110]}")
+        if broken:  # the table cuts the reason short: once in full
+            click.echo(f"\n{broken}")
     elif results:
         _render_one(results[0])
     if not as_json and (results or not stopped):

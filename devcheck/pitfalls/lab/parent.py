@@ -16,12 +16,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import IO, Any
 
-from devcheck.pitfalls.lab.results import PhaseResult, RunResult, phase_from, resolve, verdict
+from devcheck.pitfalls.lab.results import (
+    PhaseResult,
+    RunResult,
+    lab_lost,
+    phase_from,
+    resolve,
+    start_failure,
+    verdict,
+)
 
 _MODULE = "devcheck.pitfalls.lab"
 _GRACE_S = 30.0  # beyond a phase's own timeout, before the zygote counts as hung
+_START_MARGIN_S = 10.0  # beyond the phase's timeout, for the lab to start (~1.5 s when quiet)
+_STDERR_TAIL_BYTES = 4096
 
 
 def _kill_group(pid: int) -> None:
@@ -36,9 +46,13 @@ def _kill_group(pid: int) -> None:
 class Lab:
     """A pool of one zygote; use as a context manager. Never imports torch itself."""
 
-    def __init__(self, *, mode: str | None = None, start_timeout_s: float = 180.0) -> None:
+    def __init__(self, *, mode: str | None = None,
+                 start_margin_s: float = _START_MARGIN_S) -> None:
         """``mode``: "fork" (a zygote) or "spawn" (a fresh interpreter per phase); default
-        ``$DEVCHECK_LAB_MODE``, else fork where it exists. ValueError names a bad one."""
+        ``$DEVCHECK_LAB_MODE``, else fork where it exists. ValueError names a bad one.
+
+        The zygote's start (the interpreter, torch's import, the registry's) is bounded by
+        the first phase's timeout plus ``start_margin_s``."""
         mode = mode or os.environ.get("DEVCHECK_LAB_MODE") or (
             "fork" if hasattr(os, "fork") else "spawn")
         if mode not in ("fork", "spawn") or (mode == "fork" and not hasattr(os, "fork")):
@@ -46,9 +60,10 @@ class Lab:
             raise ValueError(f"lab mode {mode!r} (DEVCHECK_LAB_MODE or mode=) is not one; "
                              f"expected {expected}")
         self.mode = mode
-        self._start_timeout_s = start_timeout_s
+        self._start_margin_s = start_margin_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending = b""  # read from the zygote, not yet a whole line
+        self._eof = False  # the zygote's output ended
         self._broken: str | None = None
         self._phase_pid: int | None = None  # the running phase's process group, if any
 
@@ -58,27 +73,68 @@ class Lab:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close(kill=exc_type is not None)
 
-    def _zygote(self) -> subprocess.Popen[bytes] | None:
+    @property
+    def broken(self) -> str | None:
+        """Why the lab cannot run phases (it failed to start or died), else None."""
+        return self._broken
+
+    def _zygote(self, timeout_s: float) -> subprocess.Popen[bytes] | None:
+        """The zygote, started on first use: ready within ``timeout_s`` plus the start
+        margin, or ``self._broken`` says why not (and nothing is left running)."""
         if self._proc is not None or self._broken is not None:
             return self._proc
-        errors = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", _MODULE, "--serve", "--parent", str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, bufsize=0,
-        )
-        self._pending = b""
-        ready = self._read_line(self._start_timeout_s)
-        if not ready or not ready.get("ready"):
-            errors.seek(0)
-            tail = errors.read().decode("utf-8", "replace").strip().splitlines()[-1:]
-            self._broken = (f"the lab process (python -m {_MODULE} --serve) failed to start"
-                            + (f": {tail[0]}" if tail else ""))
-            self.close(kill=True)
-        errors.close()
+        with tempfile.TemporaryFile() as errors:
+            try:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-m", _MODULE, "--serve", "--parent", str(os.getpid())],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, bufsize=0,
+                )
+            except OSError as exc:
+                self._broken = (f"could not start the lab process ({sys.executable} -m "
+                                f"{_MODULE}): {exc.strerror or exc}")
+                return None
+            self._pending, self._eof = b"", False
+            self._broken = self._await_ready(timeout_s, errors)
+            if self._broken is not None:
+                self.close(kill=True)
         return self._proc
 
+    def _await_ready(self, timeout_s: float, errors: IO[bytes]) -> str | None:
+        """Follow the zygote's start (see its protocol): None once it is ready, else the
+        one-line reason, with the step it was in. A start that overruns is killed."""
+        assert self._proc is not None
+        stage: str | None = None
+        deadline = time.monotonic() + timeout_s + self._start_margin_s
+        while True:
+            data = self._read_line(max(0.0, deadline - time.monotonic()))
+            if data is None:
+                break
+            if data.get("ready"):
+                return None
+            if "failed" in data:  # an import raised; the zygote exits by itself
+                self._wait_or_kill(5.0)
+                return start_failure(str(data["failed"]), raised=str(data.get("error")))
+            if "stage" in data:
+                stage = str(data["stage"])
+        if self._eof:  # it died: how, from its exit status
+            returncode = self._wait_or_kill(5.0)
+            return start_failure(stage, returncode=returncode, last_words=_tail(errors))
+        self._proc.kill()  # it overran: no phase exists yet, the zygote is all there is
+        self._proc.wait()
+        return start_failure(stage, timeout_s=timeout_s, margin_s=self._start_margin_s,
+                             last_words=_tail(errors))
+
+    def _wait_or_kill(self, timeout_s: float) -> int:
+        assert self._proc is not None
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # output closed, yet still running
+            self._proc.kill()
+            return self._proc.wait()
+
     def _read_line(self, timeout_s: float) -> dict[str, Any] | None:
-        """The zygote's next JSON line; None on timeout, end of output or garbage.
+        """The zygote's next JSON object line; None on timeout or end of output (then
+        ``self._eof``). Other lines (something printed on stdout) are skipped.
 
         Unbuffered reads: the "started" and result lines may arrive in one chunk, and a
         buffered reader would hide the second from ``select``.
@@ -86,20 +142,24 @@ class Lab:
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._pending:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._pending += chunk
-        line, _, self._pending = self._pending.partition(b"\n")
-        try:
-            data = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+        while True:
+            while b"\n" not in self._pending:
+                ready, _, _ = select.select([fd], [], [],
+                                            max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    return None
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self._eof = True
+                    return None
+                self._pending += chunk
+            line, _, self._pending = self._pending.partition(b"\n")
+            try:
+                data = json.loads(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
 
     def run_phase(self, pitfall_id: str, phase: str, device: str = "auto",
                   timeout_s: float = 120.0) -> PhaseResult:
@@ -107,7 +167,7 @@ class Lab:
         request = {"id": pitfall_id, "phase": phase, "device": device, "timeout_s": timeout_s}
         if self.mode == "spawn":
             return self._run_fresh(request)
-        proc = self._zygote()
+        proc = self._zygote(timeout_s)
         if proc is None or proc.stdin is None:
             return PhaseResult(phase=phase, crashed=self._broken or "lab not running")
         try:
@@ -122,11 +182,17 @@ class Lab:
             if data is None or "started" not in data:
                 break
             self._phase_pid = int(data["started"])
-        self._phase_pid = None
-        if data is None:
-            self._broken = "the lab process stopped answering"
-            self.close(kill=True)
+        if data is None:  # the zygote died or hangs: it cannot kill the phase's group now
+            returncode = None
+            if self._eof:
+                try:
+                    returncode = proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._broken = lab_lost(returncode)
+            self.close(kill=True)  # the phase's group (its workers) first, then the zygote
             return PhaseResult(phase=phase, crashed=self._broken)
+        self._phase_pid = None
         return phase_from(data)
 
     def _run_fresh(self, request: dict[str, Any]) -> PhaseResult:
@@ -184,6 +250,18 @@ class Lab:
                     stream.close()
             except OSError:
                 pass
+
+
+def _tail(errors: IO[bytes]) -> str:
+    """The last non-empty line written to ``errors`` (the lab's last words), or ""."""
+    try:
+        errors.seek(0, os.SEEK_END)
+        errors.seek(max(0, errors.tell() - _STDERR_TAIL_BYTES))
+        text = errors.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def run_pitfall(lab: Lab, pitfall_id: str, device: str = "auto",

@@ -6,10 +6,15 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from devcheck.facts import ToDict
+from devcheck.facts import ToDict, printable
 from devcheck.pitfalls._base import Pitfall
+from devcheck.probe.torchproc import exit_text
 
 Status = Literal["passed", "skipped", "failed"]
+LAB_COMMAND = "python -m devcheck.pitfalls.lab --serve"
+# what the lab process is doing after it says {"stage": KEY} (see the zygote's protocol)
+START_STAGES = {"torch": "importing torch", "lab": "importing devcheck's pitfall modules"}
+_MAX_WORDS = 300  # characters of an error or of the last words kept in the one line
 
 
 @dataclass(frozen=True)
@@ -100,3 +105,42 @@ def verdict(pitfall: Pitfall, reproduce: PhaseResult,
     if fixed.raised or fixed.timed_out or fixed.crashed:
         return "failed", f"fixed failed: {describe(fixed)}"
     return "passed", f"reproduced {describe(reproduce)}; fixed: {fixed.value or 'ok'}"
+
+
+def lab_lost(returncode: int | None) -> str:
+    """Pure: the lab process ended with ``returncode`` (None: it stopped answering and was
+    killed) while a phase ran; the parent killed the phase's processes."""
+    how = ("stopped answering" if returncode is None
+           else exit_text(returncode).removesuffix(" before reporting"))
+    hint = (" (SIGKILL: often the kernel's out-of-memory killer, see `dmesg`)"
+            if returncode == -9 else "")
+    return (f"the lab process ({LAB_COMMAND}) {how} during this phase{hint}; it and the "
+            "phase's processes were killed")
+
+
+def start_failure(stage: str | None, *, raised: str | None = None,
+                  returncode: int | None = None, timeout_s: float | None = None,
+                  margin_s: float = 0.0, last_words: str = "") -> str:
+    """Pure: why the lab process did not start, in one printable line: how it ended (an
+    exception it reported, an exit code or signal, or, given ``timeout_s``, killed after
+    the phase's timeout plus ``margin_s``), the step it was in (the last ``stage`` it
+    said, None before the first) and the fix."""
+    doing = START_STAGES.get(stage or "")
+    where = f"while {doing}" if doing else "before importing torch"
+    if raised is not None:
+        how = f"{doing or 'starting'} raised {raised[:_MAX_WORDS]}"
+    elif timeout_s is not None:
+        how = (f"it timed out after {timeout_s + margin_s:g} s {where} (the --timeout limit "
+               f"per phase, {timeout_s:g} s, plus {margin_s:g} s to start)")
+    else:
+        how = f"it {exit_text(returncode).removesuffix(' before reporting')} {where}"
+    if last_words and raised is None:
+        how += f" (its last words: {last_words[-_MAX_WORDS:]})"
+    if stage == "torch" and timeout_s is not None:
+        fix = ("a larger --timeout gives a slow torch more time; `devcheck doctor` "
+               "explains a broken one")
+    elif stage == "torch":
+        fix = "`devcheck doctor` explains a broken torch"
+    else:
+        fix = f"`{LAB_COMMAND}` run by hand shows what goes wrong"
+    return printable(f"the lab process ({LAB_COMMAND}) failed to start: {how}; {fix}")

@@ -3,7 +3,10 @@
 Protocol on stdin/stdout, one JSON object per line: the parent sends a request
 ``{"id", "phase", "device", "timeout_s"}``; the zygote answers ``{"started": PID}`` as soon
 as the phase child exists (so the parent can kill its process group if it is interrupted),
-then the phase's result. ``{"ready": true}`` is sent once, after the imports.
+then the phase's result. At the start it says ``{"stage": "torch"}`` before importing torch,
+``{"stage": "lab"}`` before its own modules, then ``{"ready": true}``; an import that raises
+is ``{"failed": STAGE, "error": "ImportError: ..."}`` and the zygote exits (a crash or a
+hang leaves the last stage said: the parent knows which step it was in).
 
 No orphans, whoever dies first:
 
@@ -19,6 +22,7 @@ children may: fork-before-CUDA-init is safe.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import select
@@ -26,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from types import FrameType
 from typing import IO, Any, NoReturn
 
@@ -189,6 +194,21 @@ def _asks_devices(request: dict[str, Any]) -> bool:
     return bool(kinds_to_ask(pitfall.device_kinds, request["device"]))
 
 
+def _load(zygote: Zygote, stage: str, modules: tuple[str, ...]) -> None:
+    """Import ``modules``, saying ``{"stage": stage}`` first so the parent knows which step
+    a crash (a segfault, ``os._exit``) or a hang was in; an exception (``ImportError``,
+    ``SystemExit``, ...) is reported as ``{"failed": stage, "error": ...}``, then we exit 1."""
+    zygote._send({"stage": stage})
+    try:
+        for name in modules:
+            importlib.import_module(name)
+    except BaseException as exc:  # noqa: B036 - a broken torch may raise anything
+        traceback.print_exc()  # the whole story, for whoever runs the lab by hand
+        text = str(exc).strip() or repr(exc)
+        zygote._send({"failed": stage, "error": f"{type(exc).__name__}: {text}"[:1000]})
+        raise SystemExit(1) from None
+
+
 def serve(stdin: IO[str], stdout: IO[str], parent: int | None = None) -> None:
     """The zygote's main: imports paid once, then one forked child per request."""
     from devcheck.probe.libc import set_parent_death_signal
@@ -202,13 +222,9 @@ def serve(stdin: IO[str], stdout: IO[str], parent: int | None = None) -> None:
         signal.signal(sig, zygote.stop)
     set_parent_death_signal(signal.SIGTERM, parent=parent)
 
-    import torch  # noqa: F401  (the import we pay once)
-    import torch._dynamo  # noqa: F401  (loaded lazily by meta ops and optimizer steps)
-    import torch.utils.data  # noqa: F401
-
-    import devcheck.pitfalls  # noqa: F401
-    import devcheck.pitfalls.lab.child  # noqa: F401
-
+    # the import we pay once (torch._dynamo: loaded lazily by meta ops and optimizer steps)
+    _load(zygote, "torch", ("torch", "torch._dynamo", "torch.utils.data"))
+    _load(zygote, "lab", ("devcheck.pitfalls", "devcheck.pitfalls.lab.child"))
     try:
         zygote._send({"ready": True})
         zygote.serve(stdin)
