@@ -390,8 +390,16 @@ def _torch_cases() -> list[Case]:
             TORCH_PATH + "exec {dc} pitfalls run tensor_to_not_inplace --device cpu",
             exit="1", timeout=180, setup=fake_torch(kind), check=error_names(*words),
             note=f"pitfalls run with a fake torch ({kind}): the failure names torch and why"))
+    cases.append(Case(
+        "env.torch.segv.softmax_train", "env-torch",
+        TORCH_PATH + "exec " + TRAIN + " --data-root {data}", exit="139,-11", timeout=120,
+        setup=fake_torch("segv"), crash_dump=True,
+        check=error_names("Segmentation fault", "torch/__init__.py", "_import_torch"),
+        note="softmax train with a torch whose import segfaults: the process dies with torch "
+             "(no in-process catch exists); faulthandler's dump must name torch's import "
+             "(without it: no output at all). devcheck doctor probes torch in a child instead"))
     for kind, words in (("importerror", ("torch", "libcudnn.so.9")), ("sysexit0", ("torch",)),
-                        ("kbint", ("torch",)), ("segv", ("torch",))):
+                        ("kbint", ("torch",))):
         cases.append(Case(
             f"env.torch.{kind}.softmax_train", "env-torch",
             TORCH_PATH + "exec " + TRAIN + " --data-root {data}", exit="!0", timeout=120,

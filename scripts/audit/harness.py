@@ -11,7 +11,9 @@ Judgement, the same for every case (what the issue's acceptance counts):
 - **traceback**: a Python traceback, pytest INTERNALERROR, ``Exception ignored in`` or
   ``Fatal Python error`` in the output; with ``child_traceback`` (the user's own program
   crashed, under ``devcheck run``) only tracebacks with a frame inside devcheck/ or softmax/
-  count;
+  count; with ``crash_dump`` (a process that must die by a fatal signal: a torch whose
+  import segfaults inside the trainer) faulthandler's dump is the expected message and is
+  judged by the case's check;
 - **orphan**: a process carrying the case's tag in its environment still alive 5 s after
   the case's script ended (they are killed after being counted);
 - **hang**: the case ran past its timeout;
@@ -90,6 +92,8 @@ class Case:
     signal: tuple[int, float | str] | None = None  # (SIGINT, seconds or text to wait for)
     signal_to: str = "group"  # "group" (Ctrl-C at a terminal) or "main" (kill PID)
     child_traceback: bool = False
+    crash_dump: bool = False  # a fatal signal is the expected end: faulthandler's dump is the
+    #                           message (judged by ``check``), not a traceback of ours
     stdin: str | None = ""  # None: inherit nothing (/dev/null); "" empty; text
     exclusive: bool = False  # timing-sensitive: run alone, after the parallel ones
     note: str = ""
@@ -248,6 +252,8 @@ def run_case(case: Case, env: Env, root: Path) -> Result:
     if rc is not None and not exit_ok(case.exit, rc):
         problems.append(f"exit: {rc}, expected {case.exit}")
     for tb in tracebacks(out_s + "\n" + err_s, case.child_traceback):
+        if case.crash_dump and tb.startswith("Fatal Python error"):
+            continue
         problems.append(f"traceback: {tb}")
     if rc not in (None, 0) and not err_s.strip() and not out_s.strip() and case.signal is None:
         problems.append("silent: failed with no message at all")
