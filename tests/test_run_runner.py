@@ -303,7 +303,8 @@ def test_ctrl_z_stops_job_and_devcheck_and_sigcont_resumes_both(tmp_path: Path) 
                "time.sleep(1.5); print('finished')"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(ready)
-    job = [c for c in psutil.Process(proc.pid).children() if c.name().startswith("python")][0]
+    job = [c for c in psutil.Process(proc.pid).children()  # not the keeper (a fork of us)
+           if c.name() != "devcheck-keeper" and c.cmdline()[1:2] == ["-c"]][0]
     proc.send_signal(signal.SIGTSTP)
     deadline = time.monotonic() + 10
     while not (job.status() == psutil.STATUS_STOPPED

@@ -27,6 +27,7 @@ from devcheck.run import runner
 if TYPE_CHECKING:  # imported lazily at run time (start-up budget)
     import subprocess
 
+    from devcheck.run.keeper import Keeper
     from devcheck.run.plot import Series
     from devcheck.run.report import RunSummary
 
@@ -145,25 +146,34 @@ def run_job(argv: list[str], *, interval_s: float = 0.25, out_dir: Path | None,
     only before the job started.
 
     ``dedicated``: this process exists only to run the job (the CLI): it becomes a child
-    subreaper and kills every descendant left at the end. A library caller (tests, a
-    notebook) keeps its other children: only the job's group and tree are ended."""
+    subreaper and kills every descendant left at the end, and a keeper process ends the
+    job if this one is killed (Linux; the job's environment gets ``DEVCHECK_RUN_ID``). A
+    library caller (tests, a notebook) keeps its other children: only the job's group and
+    tree are ended, and no keeper is started."""
     started = time.monotonic()
+    token = None
+    if dedicated:
+        env, token = runner.tag_environment(env)
     with contextlib.ExitStack() as stack:
         forwarder = stack.enter_context(runner.SignalForwarder())
         proc = runner.start(argv, env=env)
         forwarder.attach(proc.pid)
+        keeper = None
         if dedicated:
             if runner.become_subreaper():
                 forwarder.reap_orphans()
             with contextlib.suppress(OSError):
                 os.nice(10)  # the job (started above, at normal priority) wins every CPU fight
+            from devcheck.run import keeper as keeper_mod  # after the start: not on its path
+
+            keeper = keeper_mod.start(proc.pid, token)  # before any thread exists: a fork
         # From here on the job runs: nothing may raise past us and cost its exit code.
         writer = _TimelineWriter.open(out_dir / "timeline.jsonl" if out_dir else None)
         try:
             outcome = _sample_and_wait(proc, argv, started, interval_s, out_dir, plot,
                                        env if env is not None else dict(os.environ),
                                        import_pynvml, tee_target_fd, writer, dedicated,
-                                       forwarder)
+                                       forwarder, keeper, token)
         finally:
             lost = writer.finish()
     if out_dir is None:
@@ -178,8 +188,10 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
                      interval_s: float, out_dir: Path | None, plot: bool, env: dict[str, str],
                      import_pynvml: Callable[[], ModuleType] | None, tee_target_fd: int,
                      writer: _TimelineWriter, dedicated: bool,
-                     forwarder: runner.SignalForwarder) -> RunOutcome:
+                     forwarder: runner.SignalForwarder,
+                     keeper: Keeper | None = None, token: str | None = None) -> RunOutcome:
     from devcheck.run import timeline
+    from devcheck.run.keeper import Tagged, adopted
     from devcheck.run.plot import Series
     from devcheck.run.report import summarize
     from devcheck.run.sampler import Sampler
@@ -202,6 +214,8 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
             acc_box[0].add(sample)
         series.add(sample)
         writer.write(sample.to_json())
+        if keeper is not None:  # what it must end should devcheck be killed
+            keeper.report([p.pid for p in sample.procs] + adopted())
 
     sampler = Sampler(proc.pid, interval_s=interval_s, sink=sink, on_open=on_open,
                       visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
@@ -215,7 +229,11 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
     try:
         job = runner.supervise(proc, started=started, tee_target_fd=tee_target_fd,
                                job_pids=sampler.job_pids, own_children=dedicated,
-                               forwarder=forwarder)
+                               forwarder=forwarder,
+                               spare=frozenset((keeper.pid,)) if keeper else frozenset(),
+                               tagged=Tagged(token) if token else None)
+        if keeper is not None:  # the job and its leftovers are gone: a normal end
+            keeper.done()
     finally:
         sampler.stop()
     acc = acc_box[0] if acc_box else Accumulator(

@@ -15,7 +15,8 @@ SIGCONT (``fg``/``bg``) continues both, so shell job control works as without de
 On exit the group is terminated (SIGTERM, then SIGKILL after a grace period) and, because
 devcheck makes itself a *child subreaper* on Linux, grandchildren that left the group
 (``setsid``, double fork) are re-parented to devcheck and killed too.
-``PR_SET_PDEATHSIG`` alone would miss them.
+``PR_SET_PDEATHSIG`` alone would miss them. When devcheck itself is killed (SIGKILL runs
+no cleanup), its keeper (:mod:`devcheck.run.keeper`, the CLI only) ends the job.
 
 This module imports nothing heavy: the child must start within milliseconds of
 ``devcheck run`` starting.
@@ -27,6 +28,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,7 @@ from typing import IO
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 JOB_CONTROL = (signal.SIGTSTP, signal.SIGCONT)
 TAIL_BYTES = 256 * 1024
+TAG_VAR = "DEVCHECK_RUN_ID"  # in the job's environment: how the keeper finds what is the job's
 
 
 class LaunchError(Exception):
@@ -149,17 +152,27 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def kill_leftovers(pgid: int, known: set[int] | None = None, *, own_children: bool = False,
-                   grace_s: float = 2.0) -> int:
+                   grace_s: float = 2.0, spare: frozenset[int] = frozenset(),
+                   tagged: Callable[[], set[int]] | None = None) -> int:
     """SIGTERM the job's group, the ``known`` pids of its tree that left the group and
     (``own_children``, in the dedicated ``devcheck run`` process only) every remaining
-    descendant of ours; SIGKILL whatever outlives ``grace_s``. Returns how many processes
-    were still alive."""
+    descendant of ours but ``spare`` (the keeper), and the processes ``tagged`` finds
+    (those carrying the run's ``DEVCHECK_RUN_ID``: an orphan re-parented to init before
+    we became a subreaper has nothing else left to link it to the job); SIGKILL
+    whatever outlives ``grace_s``. Returns how many processes were still alive."""
+
+    found: set[int] = set()  # tagged processes, looked for at most every 0.25 s (/proc scan)
+    scanned = [float("-inf")]
 
     def leftovers() -> set[int]:
-        left = _alive(set(known or ()) - {pgid})
+        if tagged is not None and time.monotonic() - scanned[0] >= 0.25:
+            found.clear()
+            found.update(tagged())
+            scanned[0] = time.monotonic()
+        left = _alive((set(known or ()) | found) - {pgid})
         if own_children:
             left |= set(_own_children())
-        return left
+        return left - spare - {os.getpid()}
 
     left = leftovers()
     count = len(left) + (1 if _group_alive(pgid) and pgid not in left else 0)
@@ -277,6 +290,16 @@ class SignalForwarder:
         self._saved = {}
 
 
+def tag_environment(env: dict[str, str] | None) -> tuple[dict[str, str] | None, str | None]:
+    """The job's environment with ``DEVCHECK_RUN_ID`` added, and that id (Linux, where the
+    keeper finds the job's processes by it, even those that left its session); elsewhere
+    the environment is left alone."""
+    if not sys.platform.startswith("linux"):
+        return env, None
+    token = os.urandom(8).hex()
+    return {**(os.environ if env is None else env), TAG_VAR: token}, token
+
+
 def start(argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session with stderr piped; LaunchError when it cannot."""
     try:
@@ -297,12 +320,14 @@ def start(argv: list[str], *, env: dict[str, str] | None = None) -> subprocess.P
 def supervise(proc: subprocess.Popen[bytes], *, started: float,
               forwarder: SignalForwarder | None = None, tee_target_fd: int = 2,
               job_pids: Callable[[], set[int]] | None = None,
-              own_children: bool = False) -> JobResult:
+              own_children: bool = False, spare: frozenset[int] = frozenset(),
+              tagged: Callable[[], set[int]] | None = None) -> JobResult:
     """Tee stderr, forward signals and wait for the job; then leave no process behind.
 
     ``job_pids`` returns every pid seen in the job's tree (the sampler's record), so a
     grandchild that left the process group is found too; ``own_children`` also kills any
-    descendant of this process (set it only in a process that exists to run the job)."""
+    descendant of this process but ``spare`` (set it only in a process that exists to run
+    the job; its keeper is spared); ``tagged`` finds the processes carrying the run's id."""
     assert proc.stderr is not None
     tee = StderrTee(proc.stderr, tee_target_fd)
     proc.stderr = None  # the tee owns (and closes) the pipe now
@@ -316,7 +341,8 @@ def supervise(proc: subprocess.Popen[bytes], *, started: float,
             proc.wait()
         duration = time.monotonic() - started
         known = job_pids() if job_pids is not None else set()
-        leftovers = kill_leftovers(proc.pid, known - {proc.pid}, own_children=own_children)
+        leftovers = kill_leftovers(proc.pid, known - {proc.pid}, own_children=own_children,
+                                   spare=spare, tagged=tagged)
         tee.join(5.0)
     return JobResult(exit_code=exit_code_of(returncode), returncode=returncode, pid=proc.pid,
                      duration_s=duration, stderr_tail=tee.tail(),
