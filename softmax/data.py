@@ -23,10 +23,12 @@ import os
 import shlex
 import signal
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -336,21 +338,35 @@ def quiet_worker(worker_id: int) -> None:
     """``worker_init_fn`` for every DataLoader here: Ctrl-C is the main process's to handle.
 
     The main process catches it, checkpoints and shuts its workers down; a worker that took
-    the SIGINT too died mid-handover, and its fd-sharing thread printed a
-    ``ConnectionResetError`` traceback under "interrupted; --resume continues"."""
+    the SIGINT too died mid-handover, and its fd-sharing server (multiprocessing's
+    resource_sharer, which reports through ``sys.excepthook`` itself) printed a
+    ``BrokenPipeError``/``ConnectionResetError`` traceback under "interrupted; --resume
+    continues". Only those, from that server, are muted; every other error still prints."""
     import threading
+    import traceback
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def from_sharer(exc_type: type[BaseException], tb: object) -> bool:
+        if not issubclass(exc_type, ConnectionError | EOFError):
+            return False
+        frames = traceback.extract_tb(tb) if tb is not None else []  # type: ignore[arg-type]
+        return any(f.filename.endswith("resource_sharer.py") for f in frames)
+
+    previous_sys = sys.excepthook
+
+    def sys_hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if not from_sharer(exc_type, tb):
+            previous_sys(exc_type, exc, tb)
+
+    sys.excepthook = sys_hook
     previous = threading.excepthook
 
-    def hook(args: threading.ExceptHookArgs) -> None:
-        # multiprocessing.resource_sharer's thread, when the main process stopped reading
-        if "_serve" in (args.thread.name if args.thread else "") and issubclass(
-                args.exc_type, ConnectionError | EOFError):
-            return
-        previous(args)
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if not from_sharer(args.exc_type, args.exc_traceback):
+            previous(args)
 
-    threading.excepthook = hook
+    threading.excepthook = thread_hook
 
 
 def book_dataloaders(root: Path, batch_size: int, workers: int | None = None,
