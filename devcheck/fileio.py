@@ -67,6 +67,11 @@ def check_writable(path: Path | str, what: str = "output") -> Path:
         raise OutputError(what, p, "it is a directory", f"give a file name, e.g. {p / 'out'}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.exists():
+        above = parent
+        while not above.exists() and above != above.parent:
+            above = above.parent
+        if above.exists() and not above.is_dir():  # below a regular file: mkdir cannot help
+            raise OutputError(what, p, f"{above} is a file, not a folder", fix)
         raise OutputError(what, p, f"its directory {parent} does not exist",
                           f"create it first (mkdir -p {parent}) or {fix}")
     if not parent.is_dir():

@@ -195,8 +195,12 @@ def test_unwritable_outputs_fail_before_training(tmp_path: Path, option: str) ->
         if option != "--checkpoint-dir":
             args += ["--checkpoint-dir", str(tmp_path / "ck")]
     line = assert_one_clean_line(*run(*args))
-    assert line.startswith(f"Error: {option} {bad}: cannot write in ")
-    assert f"Fix: pass another {option}" in line
+    if option == "--checkpoint-dir":
+        assert line.startswith(f"Error: {option} {bad}: cannot write in ")
+        assert f"Fix: pass another {option}" in line
+    else:  # a file option: devcheck.fileio.check_writable's words
+        assert line == (f"Error: cannot write {option} {bad}: {blocker} is a file, not a "
+                        f"folder; choose another path for the {option}")
     assert not (tmp_path / "no-data").exists()
 
 

@@ -48,13 +48,21 @@ Found 2 findings (1 fixable with --fix) in 2 of 14 files. Explain one: devcheck 
 - **Paths**: files and directories; directories are searched for `.py` and `.ipynb`,
   skipping virtual environments (`.venv`, `venv`, `site-packages`), `.git`, `__pycache__`,
   `build`, `dist`, `node_modules`, tool caches, `.ipynb_checkpoints` and hidden folders.
+  A named path that is not a directory is read whatever its name: `devcheck lint <(git
+  show HEAD:train.py)` lints the pipe (`/dev/fd/63` in the output; `--fix` refuses to
+  write into it, `--diff` shows the fixes). A device, or a FIFO nobody writes to within
+  30 s, is an error, not an empty file. A file over 10 MB (generated code, data) is
+  reported as not linted with its size: Python's parser needs ~150x a file's size in
+  memory.
 - **Output**: `path:line:col: ID message` (1-based line and column, columns in characters),
   then the fix on one line; `[*]` marks findings `--fix` can repair. In a notebook the
   place is `nb.ipynb:cell N:line:col`, N counting code cells from 1 (markdown cells are
   not counted). The last line sums up.
 - **Exit status**: 0 no findings, 1 findings, 2 a usage error (unknown rule id, missing
-  path) or a file that could not be read or parsed. An unparsable file (or notebook cell)
-  is reported with the parser's message and position; every other file is still checked.
+  path) or a file that could not be read, parsed or (with `--fix`) written; `--fix`
+  leaves a read-only file alone (`chmod u+w` it) and writes through a symlink. An
+  unparsable file (or notebook cell) is reported with the parser's message and position;
+  every other file is still checked.
 - **Silencing**: `# noqa: ID` (several: `# noqa: ID1, ID2`, mixed with other linters'
   codes) or a bare `# noqa` on the line where the finding starts or ends. Ruff warns
   about a `# noqa:` that names only ids it does not know; `# devcheck: ignore[ID1, ID2]`
