@@ -444,7 +444,7 @@ def test_without_flock_the_pid_decides(tmp_path: Path, monkeypatch: pytest.Monke
 
 # -- a broken or missing torch: one line (the subprocess cases: test_softmax_hostile_env) ----
 def test_torch_not_installed_says_install_it() -> None:
-    from softmax.cli import _torch_import_message
+    from softmax.startup import torch_import_message as _torch_import_message
 
     missing = ModuleNotFoundError("No module named 'torch'", name="torch")
     assert _torch_import_message(missing) == (
