@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from devcheck.run import keeper
-from devcheck.run.keeper import Proc
+from devcheck.run import jobprocs, keeper
+from devcheck.run.jobprocs import Proc
 
 PY = sys.executable
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the keeper is Linux's")
@@ -36,7 +36,7 @@ def wait_for(path: Path, timeout: float = 30.0) -> str:
 
 def running(pid: int) -> bool:
     """Alive and not a zombie, as /proc says."""
-    p = keeper.read_stat(pid)
+    p = jobprocs.read_stat(pid)
     return p is not None and not p.zombie
 
 
@@ -301,7 +301,7 @@ def test_select_takes_the_job_and_nothing_else() -> None:
         501: Proc(ppid=500, sid=500, start=901),     # ... and its child
         999: Proc(ppid=1, sid=999, start=990),       # the keeper itself, tagged
     }
-    chosen = keeper.select(procs, job_pid=100, job_start=500,
+    chosen = jobprocs.select(procs, job_pid=100, job_start=500,
                            known={200: 600, 300: 650}, marked=lambda pid: pid in (400, 999),
                            spare=(999,))
     assert chosen == {100, 101, 102, 200, 201, 202, 400}
@@ -309,9 +309,9 @@ def test_select_takes_the_job_and_nothing_else() -> None:
 
 def test_select_does_not_trust_a_recycled_job_pid() -> None:
     procs = {100: Proc(ppid=1, sid=100, start=9000), 101: Proc(ppid=1, sid=100, start=9001)}
-    assert keeper.select(procs, job_pid=100, job_start=500, known={},
+    assert jobprocs.select(procs, job_pid=100, job_start=500, known={},
                          marked=lambda pid: False) == set()
-    assert keeper.select(procs, job_pid=100, job_start=9000, known={},
+    assert jobprocs.select(procs, job_pid=100, job_start=9000, known={},
                          marked=lambda pid: False) == {100, 101}
 
 

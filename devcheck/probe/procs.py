@@ -64,7 +64,7 @@ def allowed_cores(pid: int = 0) -> int | None:
         return os.cpu_count()
 
 
-def _proc_children(pid: int, all_threads: bool = True) -> list[int] | None:
+def proc_children(pid: int, all_threads: bool = True) -> list[int] | None:
     """Direct children through /proc (Linux >= 3.5 with CONFIG_PROC_CHILDREN); None when
     this kernel does not offer the file, so the caller falls back to psutil.
 
@@ -182,7 +182,7 @@ class ProcessTree:
                 if pid in seen:
                     continue
                 seen.add(pid)
-                kids = _proc_children(pid, all_threads=full)
+                kids = proc_children(pid, all_threads=full)
                 if kids is None:
                     self._use_proc_children = False
                     return self.pids()

@@ -190,8 +190,9 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
                      writer: _TimelineWriter, dedicated: bool,
                      forwarder: runner.SignalForwarder,
                      keeper: Keeper | None = None, token: str | None = None) -> RunOutcome:
+    from devcheck.probe.procs import proc_children
     from devcheck.run import timeline
-    from devcheck.run.keeper import Tagged, adopted
+    from devcheck.run.jobprocs import Tagged
     from devcheck.run.plot import Series
     from devcheck.run.report import summarize
     from devcheck.run.sampler import Sampler
@@ -215,7 +216,8 @@ def _sample_and_wait(proc: subprocess.Popen[bytes], argv: list[str], started: fl
         series.add(sample)
         writer.write(sample.to_json())
         if keeper is not None:  # what it must end should devcheck be killed
-            keeper.report([p.pid for p in sample.procs] + adopted())
+            keeper.report([p.pid for p in sample.procs]  # with the orphans it adopted
+                          + (proc_children(os.getpid()) or []))
 
     sampler = Sampler(proc.pid, interval_s=interval_s, sink=sink, on_open=on_open,
                       visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
