@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import fields
-from typing import Any
+from typing import IO, Any
 
 from devcheck.facts import LiveCheck, TorchDevice, TorchFacts
 from devcheck.probe.deadline import Job
@@ -45,8 +45,9 @@ def facts_from_dict(data: dict[str, Any]) -> TorchFacts:
     return TorchFacts(**values)
 
 
-def exit_text(returncode: int | None) -> str:
-    """How the child ended, in words: "crashed with SIGSEGV (signal 11)", "exited with code 3"."""
+def exit_text(returncode: int | None, *, before_reporting: bool = True) -> str:
+    """How the child ended, in words: "crashed with SIGSEGV (signal 11)", "exited with code 3"
+    (followed by "before reporting" unless ``before_reporting`` is False)."""
     if returncode is None:
         return "did not finish"
     if returncode < 0:
@@ -55,7 +56,20 @@ def exit_text(returncode: int | None) -> str:
         except ValueError:
             name = "an unknown signal"
         return f"crashed with {name} (signal {-returncode})"
-    return f"exited with code {returncode} before reporting"
+    return f"exited with code {returncode}" + (" before reporting" if before_reporting else "")
+
+
+def last_line(f: IO[bytes]) -> str:
+    """The last non-empty line in the final ``STDERR_TAIL_BYTES`` of ``f`` (a child's last
+    words on stderr), or "" when there is none or the file cannot be read."""
+    try:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - STDERR_TAIL_BYTES))
+        text = f.read().decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 class TorchChild:
@@ -114,7 +128,7 @@ class TorchChild:
         garbage collector into printed 'Exception ignored' noise); the tail is kept."""
         with self._lock:
             if self._tail is None:
-                self._tail = self._read_tail()
+                self._tail = last_line(self._stderr)
             for f in (self.proc.stdout if self.proc else None, self._stderr):
                 if f is not None:
                     try:
@@ -132,21 +146,10 @@ class TorchChild:
             return next((e for e in reversed(self.events) if e.get("stage") == stage), None)
 
     def stderr_tail(self) -> str:
-        """The last line the child wrote to stderr (torch's or Python's last words)."""
-        if self._tail is not None:
-            return self._tail
-        return self._read_tail()
-
-    def _read_tail(self) -> str:
-        try:
-            self._stderr.seek(0, 2)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - STDERR_TAIL_BYTES))
-            text = self._stderr.read().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        """The last line the child wrote to stderr (torch's or Python's last words); under
+        the lock, as :meth:`_close` may be reading and closing the file at the same time."""
+        with self._lock:
+            return self._tail if self._tail is not None else last_line(self._stderr)
 
     def partial(self, why: str, *, crashed: bool = False) -> TorchFacts:
         """The facts when the child did not finish: ``why`` placed at the stage it reached."""

@@ -27,11 +27,11 @@ from devcheck.pitfalls.lab.results import (
     start_failure,
     verdict,
 )
+from devcheck.probe.torchproc import last_line
 
 _MODULE = "devcheck.pitfalls.lab"
 _GRACE_S = 30.0  # beyond a phase's own timeout, before the zygote counts as hung
 _START_MARGIN_S = 10.0  # beyond the phase's timeout, for the lab to start (~1.5 s when quiet)
-_STDERR_TAIL_BYTES = 4096
 
 
 def _kill_group(pid: int) -> None:
@@ -118,11 +118,11 @@ class Lab:
                 stage = str(data["stage"])
         if self._eof:  # it died: how, from its exit status
             returncode = self._wait_or_kill(5.0)
-            return start_failure(stage, returncode=returncode, last_words=_tail(errors))
+            return start_failure(stage, returncode=returncode, last_words=last_line(errors))
         self._proc.kill()  # it overran: no phase exists yet, the zygote is all there is
         self._proc.wait()
         return start_failure(stage, timeout_s=timeout_s, margin_s=self._start_margin_s,
-                             last_words=_tail(errors))
+                             last_words=last_line(errors))
 
     def _wait_or_kill(self, timeout_s: float) -> int:
         assert self._proc is not None
@@ -250,18 +250,6 @@ class Lab:
                     stream.close()
             except OSError:
                 pass
-
-
-def _tail(errors: IO[bytes]) -> str:
-    """The last non-empty line written to ``errors`` (the lab's last words), or ""."""
-    try:
-        errors.seek(0, os.SEEK_END)
-        errors.seek(max(0, errors.tell() - _STDERR_TAIL_BYTES))
-        text = errors.read().decode("utf-8", "replace")
-    except (OSError, ValueError):
-        return ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def run_pitfall(lab: Lab, pitfall_id: str, device: str = "auto",

@@ -111,7 +111,7 @@ def lab_lost(returncode: int | None) -> str:
     """Pure: the lab process ended with ``returncode`` (None: it stopped answering and was
     killed) while a phase ran; the parent killed the phase's processes."""
     how = ("stopped answering" if returncode is None
-           else exit_text(returncode).removesuffix(" before reporting"))
+           else exit_text(returncode, before_reporting=False))
     hint = (" (SIGKILL: often the kernel's out-of-memory killer, see `dmesg`)"
             if returncode == -9 else "")
     return (f"the lab process ({LAB_COMMAND}) {how} during this phase{hint}; it and the "
@@ -133,7 +133,7 @@ def start_failure(stage: str | None, *, raised: str | None = None,
         how = (f"it timed out after {timeout_s + margin_s:g} s {where} (the --timeout limit "
                f"per phase, {timeout_s:g} s, plus {margin_s:g} s to start)")
     else:
-        how = f"it {exit_text(returncode).removesuffix(' before reporting')} {where}"
+        how = f"it {exit_text(returncode, before_reporting=False)} {where}"
     if last_words and raised is None:
         how += f" (its last words: {last_words[-_MAX_WORDS:]})"
     if stage == "torch" and timeout_s is not None:
