@@ -8,7 +8,8 @@ resolves; both then look like "node 1 never arrived". Checked here, before any l
 from __future__ import annotations
 
 import socket
-import threading
+
+from devcheck.probe.deadline import Job, run_job
 
 
 def split_endpoint(endpoint: str) -> tuple[str, str]:
@@ -33,18 +34,13 @@ def resolve_error(endpoint: str, timeout_s: float = 3.0) -> str | None:
     """None when the host resolves; otherwise why not (a slow resolver counts as a failure
     after ``timeout_s``, reported as such, so a dead DNS costs seconds, not the timeout)."""
     host, port = split_endpoint(endpoint)
-    box: list[str | None] = []
 
-    def look() -> None:
+    def lookup() -> str | None:
         try:
             socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-            box.append(None)
         except (OSError, ValueError, UnicodeError) as exc:
-            box.append(getattr(exc, "strerror", None) or str(exc))
+            return f"{host!r} does not resolve ({getattr(exc, 'strerror', None) or exc})"
+        return None
 
-    t = threading.Thread(target=look, daemon=True, name="devcheck-resolve")
-    t.start()
-    t.join(timeout_s)
-    if not box:
-        return f"the name lookup of {host!r} did not answer within {timeout_s:g} s"
-    return None if box[0] is None else f"{host!r} does not resolve ({box[0]})"
+    return run_job(Job("name lookup", lookup, lambda _why: (
+        f"the name lookup of {host!r} did not answer within {timeout_s:g} s")), timeout_s)

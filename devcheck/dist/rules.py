@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from devcheck.dist.bandwidth import human_size
+from devcheck.dist.endpoint import split_endpoint
 from devcheck.dist.model import LaunchResult, TopologyFacts
 from devcheck.facts import Finding
 
@@ -151,7 +152,7 @@ def _endpoint_findings(endpoint: str | None, nnodes: int,
             "fix the name, or give node 0's IP address (`hostname -I` on it)")]
     if nnodes <= 1:
         return []
-    host = (endpoint or "127.0.0.1:29400").rsplit(":", 1)[0].strip("[]")
+    host, _ = split_endpoint(endpoint or "127.0.0.1:29400")
     if host in ("localhost", "::1") or host.startswith("127."):
         return [Finding(
             "dist_rdzv_loopback", "warn", f"--nnodes {nnodes} with a loopback rendezvous "
