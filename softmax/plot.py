@@ -12,8 +12,6 @@ Figures are built with matplotlib's object API on an Agg canvas, so no GUI backe
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from devcheck.fileio import atomic_path
+from devcheck.mplbackend import file_backend
 
 
 def in_notebook() -> bool:
@@ -31,38 +30,6 @@ def in_notebook() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-def file_backend() -> str | None:
-    """Import matplotlib so that a bad ``$MPLBACKEND`` cannot break it (called before each
-    matplotlib import here; once matplotlib is imported, it returns None at once).
-
-    Why: matplotlib validates ``$MPLBACKEND`` when it is first imported and raises on a
-    value it does not know (``MPLBACKEND=bogus``: the default curves.png died after epoch 1
-    with a traceback, and ``--plot c.png`` was blamed for it), although these figures draw
-    on Agg canvases and need no backend at all. So matplotlib is imported with the variable
-    hidden, and the variable is put back (the environment stays the user's). A valid value
-    becomes the backend as matplotlib would have made it (a notebook's inline backend, a
-    GUI for the user's own pyplot); an unknown one is replaced with agg, and the one-line
-    note returned says so (the command line calls this first, and prints it). None when
-    nothing was replaced."""
-    value = os.environ.get("MPLBACKEND")
-    if not value or "matplotlib" in sys.modules:
-        return None
-    del os.environ["MPLBACKEND"]
-    try:
-        import matplotlib
-        from matplotlib import rcsetup
-    finally:
-        os.environ["MPLBACKEND"] = value
-    try:
-        matplotlib.rcParams["backend"] = rcsetup.validate_backend(value)
-    except ValueError:
-        matplotlib.rcParams["backend"] = "agg"
-        return (f"warning: MPLBACKEND={value!r} is not a matplotlib backend (expected e.g. "
-                f"agg, qtagg or module://...); images are written with agg. Fix: unset "
-                f"MPLBACKEND or set a valid one")
-    return None
 
 
 def _figure(figsize: tuple[float, float],

@@ -8,12 +8,11 @@ week-long run costs the same memory as a ten-minute one.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devcheck.fileio import atomic_path
+from devcheck.mplbackend import file_backend
 from devcheck.run.timeline import Sample
 
 GiB = 1024**3
@@ -80,29 +79,11 @@ def _nan(values: list[float | None]) -> list[float]:
     return [float("nan") if v is None else v for v in values]
 
 
-def _import_matplotlib() -> None:
-    """Import matplotlib for drawing into a file (a Figure and its Agg canvas, no pyplot).
-
-    matplotlib validates ``$MPLBACKEND`` when it is first imported and raises on a value it
-    does not know, although a file needs no GUI backend at all: import it with the variable
-    hidden, then put the variable back (the user's environment stays theirs)."""
-    if "matplotlib" in sys.modules:
-        return
-    saved = os.environ.pop("MPLBACKEND", None)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-    finally:
-        if saved is not None:
-            os.environ["MPLBACKEND"] = saved
-
-
 def plot(series: Series, path: Path | str, *, title: str = "") -> Path:
     """Draw the timeline to ``path`` (PNG, or any suffix matplotlib knows), atomically.
 
     Raises :class:`devcheck.fileio.OutputError` when the file cannot be written."""
-    _import_matplotlib()
+    file_backend()  # its note is the trainer's to print; a file needs no backend
     from matplotlib.figure import Figure
 
     gpus = sorted(series.util)
