@@ -31,6 +31,15 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
     return text.translate(table)
 
 
+def outside_text(value: Any) -> str | None:
+    """A name from outside devcheck (NVML gives bytes on old bindings, str on new ones, or
+    None) as printable str: it reaches terminals, plots and JSON from here."""
+    if value is None:
+        return None
+    return printable(value.decode("utf-8", "replace") if isinstance(value, bytes)
+                     else str(value))
+
+
 def _plain(value: Any) -> Any:
     """Turn dataclasses, tuples and mappings into JSON-ready builtins."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

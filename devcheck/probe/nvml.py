@@ -19,7 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from devcheck.facts import GpuFacts, GpuProcess, NvmlFacts, printable
+from devcheck.facts import GpuFacts, GpuProcess, NvmlFacts, outside_text
 from devcheck.probe.deadline import Job, describe, run_job
 from devcheck.probe.libcuda import cuda_version_str
 
@@ -43,15 +43,6 @@ def _import_pynvml() -> ModuleType:
     import pynvml
 
     return pynvml
-
-
-def _text(value: Any) -> str | None:
-    """NVML's text (bytes on old bindings) as printable str: names can hold escape codes."""
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return printable(str(value))
 
 
 def _describe(exc: BaseException) -> str:
@@ -107,7 +98,7 @@ def _process(nv: ModuleType, f: _Fields, proc: Any, kind: str) -> GpuProcess:
     """One process record; raises (TypeError/ValueError) on a malformed one."""
     pid = int(proc.pid)
     used = getattr(proc, "usedGpuMemory", None)  # None on WDDM / when NVML hides it
-    name = _text(f.get("process_name", "nvmlSystemGetProcessName", pid))
+    name = outside_text(f.get("process_name", "nvmlSystemGetProcessName", pid))
     return GpuProcess(pid=pid, name=name, kind=kind,
                       used_memory_bytes=int(used) if used is not None else None)
 
@@ -146,8 +137,8 @@ def _query_gpu(nv: ModuleType, index: int, ignore: frozenset[int]) -> GpuFacts:
         return GpuFacts(index=index, error=_describe(exc))
     f = _Fields(nv)
     try:
-        name = _text(f.get("name", "nvmlDeviceGetName", handle))
-        uuid = _text(f.get("uuid", "nvmlDeviceGetUUID", handle))
+        name = outside_text(f.get("name", "nvmlDeviceGetName", handle))
+        uuid = outside_text(f.get("uuid", "nvmlDeviceGetUUID", handle))
         pci = f.get("pci_bus_id", "nvmlDeviceGetPciInfo", handle)
         cc = f.get("compute_capability", "nvmlDeviceGetCudaComputeCapability", handle)
         mem = f.get("memory", "nvmlDeviceGetMemoryInfo", handle)
@@ -163,7 +154,7 @@ def _query_gpu(nv: ModuleType, index: int, ignore: frozenset[int]) -> GpuFacts:
         index=index,
         name=name,
         uuid=uuid,
-        pci_bus_id=_text(getattr(pci, "busId", None)) if pci is not None else None,
+        pci_bus_id=outside_text(getattr(pci, "busId", None)) if pci is not None else None,
         compute_capability=f"{cc[0]}.{cc[1]}" if cc else None,
         memory_total_bytes=int(mem.total) if mem is not None else None,
         memory_used_bytes=int(mem.used) if mem is not None else None,
@@ -190,7 +181,7 @@ def _collect(nv: ModuleType, ignore: frozenset[int]) -> NvmlFacts:
         return NvmlFacts(available=False, error=detail, error_kind=kind)
     try:
         system = _Fields(nv)
-        driver = _text(system.get("driver_version", "nvmlSystemGetDriverVersion"))
+        driver = outside_text(system.get("driver_version", "nvmlSystemGetDriverVersion"))
         cuda = format_cuda_version(system.get("cuda_driver_version",
                                               "nvmlSystemGetCudaDriverVersion"))
         try:

@@ -19,7 +19,7 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-from devcheck.facts import printable
+from devcheck.facts import outside_text
 
 # Errors after which a GPU answers nothing more (as probe/nvml.py classifies them).
 _GPU_FATAL = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_ResetRequired",
@@ -101,15 +101,6 @@ def _describe(exc: BaseException) -> str:
     return text if name in ("NVMLError", "Exception") else f"{name}: {text}"
 
 
-def _text(value: Any) -> str | None:
-    """NVML's text as printable str: a GPU name is whatever the driver (or a fake) says,
-    and it reaches terminals, plots and JSON from here."""
-    if value is None:
-        return None
-    return printable(value.decode("utf-8", "replace") if isinstance(value, bytes)
-                     else str(value))
-
-
 def decode_throttle(mask: int) -> tuple[str, ...]:
     """A clocks-event bitmask as names, e.g. 0x24 -> ("sw_power_cap", "sw_thermal")."""
     return tuple(name for bit, name in THROTTLE_BITS.items() if mask & bit)
@@ -170,8 +161,8 @@ class NvmlSampler:
             limit = self._get(events, i, "power_limit",
                               lambda h: nv.nvmlDeviceGetEnforcedPowerLimit(h))
             statics.append(GpuStatic(
-                index=i, name=_text(self._get(events, i, "name", nv.nvmlDeviceGetName)),
-                uuid=_text(self._get(events, i, "uuid", nv.nvmlDeviceGetUUID)),
+                index=i, name=outside_text(self._get(events, i, "name", nv.nvmlDeviceGetName)),
+                uuid=outside_text(self._get(events, i, "uuid", nv.nvmlDeviceGetUUID)),
                 memory_total_bytes=int(mem.total) if mem is not None else None,
                 power_limit_w=limit / 1000.0 if limit is not None else None))
         self.gpus = tuple(statics)
