@@ -11,6 +11,7 @@ in :mod:`devcheck.cli.run` runs the same :func:`execute`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 INTERVAL_MIN, INTERVAL_MAX, INTERVAL_DEFAULT = 0.01, 3600.0, 0.25
 
-_VALUED = {"--interval": "interval", "-i": "interval", "--out": "out"}
+_VALUED = {"--interval": "interval", "--out": "out"}  # -i: below, also as -i0.5
 _FLAGS = {"--json": "json", "--no-plot": "no_plot"}
 
 
@@ -59,7 +60,7 @@ def parse(args: list[str]) -> RunArgs | None:
         val: str | bool
         if name in _FLAGS and not eq:
             key, val = _FLAGS[name], True
-        elif name in _VALUED and name.startswith("--"):
+        elif name in _VALUED:
             if not eq:
                 if i + 1 >= len(args):
                     return None
@@ -122,20 +123,14 @@ def execute(args: RunArgs) -> NoReturn:
         outcome = job_mod.run_job(argv, interval_s=args.interval_s, out_dir=folder,
                                   plot=not args.no_plot, dedicated=True)
     except LaunchError as exc:
-        _remove_if_empty(folder, args.out_dir is None)
+        if args.out_dir is None:  # the default folder, made for this run: leave no trace
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         _fail(str(exc), exc.exit_code)
     except OutputError as exc:
         _fail(str(exc), 1)
     _print(outcome, args.as_json)
     sys.exit(outcome.job.exit_code)
-
-
-def _remove_if_empty(folder: Path, created_by_default: bool) -> None:
-    if created_by_default:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
 
 
 def _print(outcome: RunOutcome, as_json: bool) -> None:

@@ -34,9 +34,9 @@ class _LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            name = ctx.invoked_subcommand or ""
+            command = " ".join(filter(None, ("devcheck", ctx.invoked_subcommand)))
             try:
-                click.echo(f"devcheck {name}: interrupted".replace("  ", " "), err=True)
+                click.echo(f"{command}: interrupted", err=True)
             except OSError:
                 pass
             sys.exit(130)

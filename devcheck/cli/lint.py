@@ -29,13 +29,11 @@ def _ids(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) ->
 
 def _write(path: str, data: bytes) -> str | None:
     """Write a fixed file atomically, keeping its permissions; the error text on failure."""
-    from devcheck.fileio import OutputError, atomic_write_bytes
+    from devcheck.fileio import OutputError, atomic_write_bytes, read_only_fs
 
     if not os.path.isfile(path):  # `lint --fix <(cmd)`: a pipe cannot take the fixed code
         return (f"cannot write fixed file {path}: it is not a regular file (a pipe or "
                 "device); use --diff to see the fixes")
-    from devcheck.fileio import read_only_fs
-
     st = os.stat(path)
     if read_only_fs(path):
         return f"cannot write fixed file {path}: it is on a read-only filesystem; fix a copy"
@@ -47,9 +45,8 @@ def _write(path: str, data: bytes) -> str | None:
         return (f"cannot write fixed file {path}: permission denied (owned by uid "
                 f"{st.st_uid}, mode {st.st_mode & 0o777:04o}); run as its owner or fix a copy")
     try:
-        mode = os.stat(path).st_mode & 0o7777
         atomic_write_bytes(path, data, what="fixed file")
-        os.chmod(path, mode)
+        os.chmod(path, st.st_mode & 0o7777)
     except (OutputError, OSError) as exc:
         return str(exc)
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from devcheck.cli import fastrun
 from devcheck.cli.fastrun import INTERVAL_DEFAULT, INTERVAL_MAX, INTERVAL_MIN
 from devcheck.cli.params import FiniteFloat
 
@@ -41,14 +42,12 @@ def run(interval_s: float, out_dir: Path | None, as_json: bool, no_plot: bool,
 
     Exit code: the command's own (128+N for signal N).
     """
-    from devcheck.cli.fastrun import RunArgs, execute
-
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
         raise click.UsageError("no command given: devcheck run [OPTIONS] -- COMMAND [ARGS...]")
-    execute(RunArgs(tuple(argv), interval_s, out_dir, as_json, no_plot))
+    fastrun.execute(fastrun.RunArgs(tuple(argv), interval_s, out_dir, as_json, no_plot))
 
 
 def watch_gpus(interval_s: float, as_json: bool) -> None:

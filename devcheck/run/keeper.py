@@ -94,9 +94,7 @@ class Keeper:
             try:
                 for line in encode(sorted(now - self._last)):
                     os.write(self._fd, line)
-            except BlockingIOError:  # the keeper is not reading (stopped): next time
-                return
-            except OSError:  # the keeper is gone: nothing to tell
+            except OSError:  # not reading (stopped: next time), or gone: nothing to tell
                 return
             self._last = now
 

@@ -216,8 +216,12 @@ def render_text(s: RunSummary, *, prefix: str = "[devcheck] ",
     if s.crash:
         out += _crash_text(s.crash)
     if s.out_dir:
-        written = f" ({', '.join(files)})" if files else " (nothing could be written)" \
-            if files is not None else ""
+        if files is None:  # not told which were written
+            written = ""
+        elif files:
+            written = f" ({', '.join(files)})"
+        else:
+            written = " (nothing could be written)"
         out += ["", f"output folder: {s.out_dir}{written}"]
     return "\n".join(prefix + line if line else prefix.rstrip() for line in out)
 
