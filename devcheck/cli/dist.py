@@ -95,7 +95,7 @@ def dist(nproc: int | None, backend: str, timeout_s: float, sizes: tuple[int, ..
                              rdzv_id=rdzv_id)
         try:
             result = launch(opts)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (launch.Interrupted)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stopsignals.Stopped)
             signum = int(getattr(exc, "signum", signal.SIGINT))
             click.echo(f"devcheck dist: interrupted ({signal.Signals(signum).name}); the "
                        "launcher and its ranks were killed", err=True)

@@ -8,16 +8,12 @@ Exit codes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import signal
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 import click
@@ -25,6 +21,7 @@ import click
 from devcheck import pitfalls as registry
 from devcheck.cli.params import FiniteFloat
 from devcheck.pitfalls import Pitfall
+from devcheck.stopsignals import stop_signals_raise
 
 _WIDTH = 100
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -131,39 +128,6 @@ def _phase_line(label: str, phase: Any) -> str:
     return f"  {label:10} succeeded: {phase.value or 'ok'}  ({phase.duration_s:.2f} s)"
 
 
-class _Stopped(BaseException):
-    """SIGTERM or SIGHUP arrived (SIGINT arrives as KeyboardInterrupt)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_stop_the_run() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into an exception while the lab runs, as Python does for SIGINT.
-
-    Their default action ends the process at once, so the ``with Lab()`` block would never
-    kill the running phase's group; raised, the block unwinds and kills it. (If this
-    process is SIGKILLed, the zygote's parent-death signal does the same job.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stopped(signum)
-
-    names = ("SIGTERM", "SIGHUP")  # (Windows has SIGTERM only)
-    previous = {s: signal.signal(s, stop) for s in
-                (getattr(signal, n) for n in names if hasattr(signal, n))}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _sweep(ids: list[str], device: str, timeout_s: float,
            ) -> tuple[list[Any], tuple[int, str] | None, str | None]:
     """Run ``ids`` in one lab; on SIGINT/SIGTERM/SIGHUP stop at once (the lab kills the
@@ -178,13 +142,11 @@ def _sweep(ids: list[str], device: str, timeout_s: float,
     except ValueError as exc:  # a bad DEVCHECK_LAB_MODE
         raise click.ClickException(f"{exc}; unset it to use the default") from None
     try:
-        with _signals_stop_the_run(), the_lab:
+        with stop_signals_raise(), the_lab:  # the lab kills the phase group on the way out
             for current in ids:
                 results.append(lab.run_pitfall(the_lab, current, device, timeout_s))
-    except KeyboardInterrupt:
-        return results, (int(signal.SIGINT), current), the_lab.broken
-    except _Stopped as exc:
-        return results, (exc.signum, current), the_lab.broken
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (stopsignals.Stopped)
+        return results, (int(getattr(exc, "signum", signal.SIGINT)), current), the_lab.broken
     return results, None, the_lab.broken
 
 

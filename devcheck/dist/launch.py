@@ -25,6 +25,7 @@ from typing import Any
 from devcheck.dist.hang import diagnose_hang, rank_states
 from devcheck.dist.model import BandwidthPoint, CollectiveCheck, LaunchResult
 from devcheck.probe.libc import tied_command
+from devcheck.stopsignals import stop_signals_raise
 
 DEFAULT_RDZV_PORT = 29400  # torchrun's own default for the c10d rendezvous
 KILL_GRACE_S = 3.0
@@ -105,38 +106,6 @@ def _alive(p: Any) -> bool:
         return False
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP while the ranks run: handled like Ctrl-C (everything killed), but
-    the exit code says which signal it was (128 + ``signum``)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """A CI job cancelled with SIGTERM (or a closed terminal's SIGHUP) must not leave the
-    ranks running: the launcher is killed as on Ctrl-C."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    caught = [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
-              if s is not None]
-    previous = {s: signal.signal(s, interrupt) for s in caught}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _output_tail(path: Path, limit: int = 4000) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -185,7 +154,7 @@ def launch(opts: LaunchOptions, *, run_dir: Path | None = None,
                                     env={**os.environ, **(env or {})})
         timed_out = False
         try:
-            with _sigterm_as_interrupt():
+            with stop_signals_raise():  # a cancelled CI job: killed as on Ctrl-C
                 deadline = start + opts.timeout_s + (5.0 if opts.nnodes > 1 else 0.0)
                 while proc.poll() is None:
                     if time.monotonic() >= deadline:
