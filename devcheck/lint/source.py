@@ -169,8 +169,7 @@ def read_notebook(path: str, data: bytes) -> Source:
             src.errors.append(ParseError(path, "not a Jupyter notebook: this cell's 'source' "
                                          "is not a string or a list of strings", cell=number))
             text = ""
-        original = text
-        body = blank_magics(original).rstrip("\n")
+        body = blank_magics(text).rstrip("\n")
         n = len(split_lines(body)) if body else 0
         try:
             ast.parse(body or "pass")
@@ -183,7 +182,7 @@ def read_notebook(path: str, data: bytes) -> Source:
         except ValueError as exc:
             src.errors.append(ParseError(path, f"cannot parse: {exc}", cell=number))
             body = "\n" * max(n - 1, 0)
-        src.cells.append(Cell(number, index, line, n, original))
+        src.cells.append(Cell(number, index, line, n, text))
         if n:
             parts.append(body + "\n")
             line += n
@@ -223,6 +222,11 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+class _NotLinted(OSError):
+    """A file devcheck will not lint (too big, not source, an empty or silent pipe): its
+    message is the whole story, with no "check the path and its permissions"."""
+
+
 def _read_pipe(path: Path) -> bytes:
     """A pipe or FIFO (``lint <(git show HEAD:x.py)``): read to its end without blocking
     forever on one nobody writes to. Raises OSError with the reason."""
@@ -232,7 +236,7 @@ def _read_pipe(path: Path) -> bytes:
         while True:
             ready, _, _ = select.select([fd], [], [], PIPE_IDLE_S)
             if not ready:
-                raise OSError(errno.ETIMEDOUT, f"the pipe gave no data for {PIPE_IDLE_S:g} s")
+                raise _NotLinted(errno.ETIMEDOUT, f"the pipe gave no data for {PIPE_IDLE_S:g} s")
             try:
                 chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
@@ -241,25 +245,25 @@ def _read_pipe(path: Path) -> bytes:
                 break
             size += len(chunk)
             if size > MAX_FILE_BYTES:
-                raise OSError(errno.EFBIG, f"more than {_size(MAX_FILE_BYTES)} came through "
+                raise _NotLinted(errno.EFBIG, f"more than {_size(MAX_FILE_BYTES)} came through "
                                            "the pipe")
             chunks.append(chunk)
     finally:
         os.close(fd)
     if not size:
-        raise OSError(errno.EPIPE, "a pipe (FIFO) that nobody wrote to")
+        raise _NotLinted(errno.EPIPE, "a pipe (FIFO) that nobody wrote to")
     return b"".join(chunks)
 
 
 def _read(path: Path) -> bytes:
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode):
+    st = path.stat()
+    if stat.S_ISFIFO(st.st_mode):
         return _read_pipe(path)
-    if not stat.S_ISREG(mode):
-        raise OSError(errno.EINVAL, f"{_kind(mode)}, not a source file")
-    size = path.stat().st_size
+    if not stat.S_ISREG(st.st_mode):
+        raise _NotLinted(errno.EINVAL, f"{_kind(st.st_mode)}, not a source file")
+    size = st.st_size
     if size > MAX_FILE_BYTES:
-        raise OSError(errno.EFBIG, f"{_size(size)} is over the {_size(MAX_FILE_BYTES)} "
+        raise _NotLinted(errno.EFBIG, f"{_size(size)} is over the {_size(MAX_FILE_BYTES)} "
                                    "devcheck lints per file (generated code or data? lint the "
                                    "code that makes it)")
     return path.read_bytes()
@@ -272,8 +276,7 @@ def read_source(path: Path, display: str | None = None) -> Source:
         data = _read(path)
     except OSError as exc:
         why = exc.strerror or str(exc)
-        fix = "" if exc.errno in (errno.EFBIG, errno.EINVAL, errno.EPIPE, errno.ETIMEDOUT) \
-            else "; check the path and its permissions"
+        fix = "" if isinstance(exc, _NotLinted) else "; check the path and its permissions"
         return Source(name, "py", "", errors=[ParseError(name, f"cannot read: {why}{fix}")])
     if path.suffix == ".ipynb":
         return read_notebook(name, data)
