@@ -15,13 +15,29 @@ import gzip
 import json
 import re
 import shutil
+import signal
 import struct
-from collections.abc import Callable
 from pathlib import Path
 
-from audit.harness import Case, Check, Env, Ran, all_of, error_names, no_temporaries, sigs
+from audit.harness import (
+    Case,
+    Check,
+    Env,
+    Ran,
+    Setup,
+    all_of,
+    chain,
+    error_names,
+    exists,
+    fake_pynvml,
+    json_doc,
+    json_lines,
+    names_any,
+    no_temporaries,
+    not_in_output,
+    took_at_most,
+)
 
-SIG = sigs()
 TORCH_PATH = "export PYTHONPATH={tmp}/ft; "
 NVML_PATH = "export PYTHONPATH={tmp}/nv; "
 TRAIN = "{sm} train --epochs 1 --device cpu --checkpoint-dir {tmp}/ck"
@@ -75,7 +91,7 @@ VERSION_FILES: dict[str, bytes | None] = {
 }
 
 
-def fake_torch(kind: str, version: str | None = None) -> Callable[[Path, Env, dict], None]:
+def fake_torch(kind: str, version: str | None = None) -> Setup:
     """Setup: {tmp}/ft/torch/__init__.py of ``kind``; version.py from VERSION_FILES[version]."""
     def setup(tmp: Path, env: Env, memo: dict) -> None:
         pkg = tmp / "ft" / "torch"
@@ -88,17 +104,8 @@ def fake_torch(kind: str, version: str | None = None) -> Callable[[Path, Env, di
     return setup
 
 
-# --- fake pynvml (a shim over tests/fakes/fake_pynvml.py) -------------------------------
+# --- fake pynvml (harness.fake_pynvml: a shim over tests/fakes/fake_pynvml.py) ----------
 
-_SHIM = '''\
-import sys, time, types
-sys.path.insert(0, {tests!r})
-from fakes import fake_pynvml as fk
-GiB = 1024**3
-T0 = time.monotonic()
-{body}
-sys.modules["pynvml"] = mod
-'''
 _TWO = "sc = fk.two_gpus()\nmod = fk.build_module(sc)\n"
 _LOST = '''\
 class Late(fk.FakeGpu):
@@ -149,48 +156,12 @@ NVMLS: dict[str, str] = {
 }
 
 
-def fake_nvml(kind: str) -> Callable[[Path, Env, dict], None]:
-    def setup(tmp: Path, env: Env, memo: dict) -> None:
-        (tmp / "nv").mkdir(exist_ok=True)
-        (tmp / "nv" / "pynvml.py").write_text(_SHIM.format(tests=env.tests, body=NVMLS[kind]))
-    return setup
-
-
-def both(*setups: Callable[[Path, Env, dict], None]) -> Callable[[Path, Env, dict], None]:
-    def setup(tmp: Path, env: Env, memo: dict) -> None:
-        for s in setups:
-            s(tmp, env, memo)
-    return setup
+def fake_nvml(kind: str) -> Setup:
+    """Setup: {tmp}/nv/pynvml.py, the fake pynvml of ``kind`` (NVMLS)."""
+    return fake_pynvml(NVMLS[kind], folder="nv")
 
 
 # --- checks ------------------------------------------------------------------------------
-
-def json_doc(*words: str) -> Check:
-    """stdout is one JSON document, and it names the failure (every word, case-insensitive)."""
-    def check(r: Ran) -> str | None:
-        try:
-            doc = json.loads(r.out)
-        except ValueError as exc:
-            return f"wrong: stdout is not one JSON document ({exc}; {len(r.out)} chars)"
-        text = json.dumps(doc).lower()
-        missing = [w for w in words if w.lower() not in text]
-        return f"message: the JSON does not name {', '.join(missing)}" if missing else None
-    return check
-
-
-def jsonl(min_lines: int = 0) -> Check:
-    def check(r: Ran) -> str | None:
-        lines = [ln for ln in r.out.splitlines() if ln.strip()]
-        for ln in lines:
-            try:
-                json.loads(ln)
-            except ValueError:
-                return f"wrong: a stdout line is not JSON: {ln[:100]!r}"
-        if len(lines) < min_lines:
-            return f"wrong: {len(lines)} JSON lines, expected at least {min_lines}"
-        return None
-    return check
-
 
 def no_raw_escapes(r: Ran) -> str | None:
     """No ESC / BEL / CSI reaches the output raw, and no injected line starts a line."""
@@ -204,29 +175,6 @@ def no_raw_escapes(r: Ran) -> str | None:
             return f"wrong: an injected newline in a name started a line on {name}: " \
                    f"{m.group(0)!r}"
     return None
-
-
-def never(*words: str) -> Check:
-    """None of these words may appear (a claim that would be false)."""
-    def check(r: Ran) -> str | None:
-        low = r.text.lower()
-        found = [w for w in words if w.lower() in low]
-        return f"wrong: says {', '.join(repr(w) for w in found)}" if found else None
-    return check
-
-
-def within(seconds: float) -> Check:
-    def check(r: Ran) -> str | None:
-        return None if r.seconds <= seconds else \
-            f"wrong: took {r.seconds:.1f} s, expected at most {seconds:g} s"
-    return check
-
-
-def exists(rel: str) -> Check:
-    def check(r: Ran) -> str | None:
-        p = r.tmp / rel
-        return None if p.is_file() and p.stat().st_size > 0 else f"loss: {rel} was not written"
-    return check
 
 
 def err_lines(n: int) -> Check:
@@ -250,7 +198,7 @@ NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def data_setup(kind: str) -> Callable[[Path, Env, dict], None]:
+def data_setup(kind: str) -> Setup:
     def setup(tmp: Path, env: Env, memo: dict) -> None:
         raw = tmp / "d" / "FashionMNIST" / "raw"
         src = Path(env.data) / "FashionMNIST" / "raw"
@@ -308,18 +256,13 @@ def finding_names(*words: str) -> Check:
     return check
 
 
-def says_not_a_folder(r: Ran) -> str | None:
-    low = r.err.lower()
-    if any(w in low for w in ("not a directory", "not a folder", "is a file")):
-        return None
-    return "message: does not say that FashionMNIST/raw is a file, not a folder"
-
-
 def no_sgr(r: Ran) -> str | None:
     m = re.search(r"\x1b\[[0-9;]*m", r.text)
     return f"wrong: a colour code {m.group(0)!r} despite NO_COLOR=1" if m else None
 
 
+NOT_A_FOLDER = names_any("not a directory", "not a folder", "is a file",
+                         stderr_only=True)  # FashionMNIST/raw is a file, not a folder
 NOT_HUNG = ("timed out", "did not answer", "wedged")  # nothing hung in these cases
 
 
@@ -343,44 +286,44 @@ def _torch_cases() -> list[Case]:
         cases.append(Case(
             f"env.torch.{kind}.doctor", "env-torch", TORCH_PATH + "exec {dc} doctor",
             exit="1", timeout=180, setup=fake_torch(kind),
-            check=all_of(error_names(*words), no_raw_escapes, never(*NOT_HUNG)),
+            check=all_of(error_names(*words), no_raw_escapes, not_in_output(*NOT_HUNG)),
             note=f"fake torch ({kind}): an error finding naming it, exit 1"))
     sleep = fake_torch("sleep")
     cases += [
         Case("env.torch.sleep.doctor_timeout3", "env-torch",
              TORCH_PATH + "exec {dc} doctor --timeout 3", exit="1", timeout=60,
              setup=sleep, exclusive=True,
-             check=all_of(within(9), error_names("timed out", "3", "import")),
+             check=all_of(took_at_most(9), error_names("timed out", "3", "import")),
              note="torch import sleeps 600 s: done near 3 s, says so, no orphan"),
         Case("env.torch.sleep.doctor_json_timeout3", "env-torch",
              TORCH_PATH + "exec {dc} doctor --json --timeout 3", exit="1", timeout=60,
-             setup=sleep, exclusive=True, check=all_of(within(9), json_doc("timed out")),
+             setup=sleep, exclusive=True, check=all_of(took_at_most(9), json_doc("timed out")),
              note="the same with --json"),
         Case("env.torch.sleep.gpus", "env-torch", TORCH_PATH + "exec {dc} gpus",
-             exit="0", timeout=60, setup=sleep, check=within(8),
+             exit="0", timeout=60, setup=sleep, check=took_at_most(8),
              note="gpus never imports torch: a sleeping torch costs nothing"),
         Case("env.torch.sleep.pitfalls_list", "env-torch",
              TORCH_PATH + "exec {dc} pitfalls list", exit="0", timeout=120, setup=sleep,
-             check=all_of(within(20), error_names("tensor_to_not_inplace")),
+             check=all_of(took_at_most(20), error_names("tensor_to_not_inplace")),
              note="pitfalls list with a torch that sleeps 600 s on import"),
         Case("env.torch.sleep.lint", "env-torch", TORCH_PATH + "exec {dc} lint job.py",
              exit="1", timeout=90, setup=sleep,
-             check=all_of(within(15), error_names("job.py:3", "tensor_to_not_inplace")),
+             check=all_of(took_at_most(15), error_names("job.py:3", "tensor_to_not_inplace")),
              note="lint must not need torch (it sleeps 600 s on import)"),
         Case("env.torch.sleep.explain", "env-torch",
              TORCH_PATH + "printf 'RuntimeError: Expected all tensors to be on the same device, "
              "but found at least two devices, cuda:0 and cpu!\\n' | {dc} explain -",
              exit="0", timeout=90, setup=sleep,
-             check=all_of(within(15), error_names("mixed_devices")),
+             check=all_of(took_at_most(15), error_names("mixed_devices")),
              note="explain (with --here) never imports torch"),
         Case("env.torch.sleep.dist_preflight", "env-torch",
              TORCH_PATH + "exec {dc} dist --preflight-only --json", exit="0,1", timeout=90,
-             setup=sleep, check=all_of(within(20), json_doc()),
+             setup=sleep, check=all_of(took_at_most(20), json_doc()),
              note="dist --preflight-only --json with a sleeping torch"),
         Case("env.torch.sleep.pitfalls_run_timeout5", "env-torch",
              TORCH_PATH + "exec {dc} pitfalls run tensor_to_not_inplace --device cpu "
              "--timeout 5", exit="1", timeout=240, setup=sleep,
-             check=all_of(within(30), error_names("torch")),
+             check=all_of(took_at_most(30), error_names("torch")),
              note="a torch that sleeps on import: is the lab's start bounded by --timeout?"),
     ]
     for kind, words in (("segv", ("torch", "SIGSEGV")), ("sysexit0", ("torch", "SystemExit")),
@@ -414,12 +357,12 @@ def _torch_cases() -> list[Case]:
              note="a non-UTF-8 torch/version.py: installed, its version and CUDA still read"),
         Case("env.torch.version_missing.gpus_2gpu", "env-torch",
              "export PYTHONPATH={tmp}/ft:{tmp}/nv; exec {dc} gpus", exit="0,1", timeout=60,
-             setup=both(fake_torch("working", "missing"), fake_nvml("two")),
+             setup=chain(fake_torch("working", "missing"), fake_nvml("two")),
              check=all_of(error_names("version.py"), wheel_not_cpu_only),
              note="no torch/version.py on a 2-GPU machine: the build is unknown, not CPU-only"),
         Case("env.torch.version_garbage.doctor_json", "env-torch",
              "export PYTHONPATH={tmp}/ft:{tmp}/nv; exec {dc} doctor --json", exit="0,1",
-             timeout=120, setup=both(fake_torch("garbage", "garbage"), fake_nvml("two")),
+             timeout=120, setup=chain(fake_torch("garbage", "garbage"), fake_nvml("two")),
              check=json_doc("garbage"),
              note="torch and version.py say version and CUDA 'garbage', 2 GPUs"),
     ]
@@ -431,61 +374,61 @@ def _nvml_cases() -> list[Case]:
     cases = [
         Case("env.nvml.sysexit.gpus", "env-nvml", NVML_PATH + "exec {dc} gpus",
              exit="0,1", timeout=60, setup=fake_nvml("sysexit"),
-             check=all_of(error_names("pynvml", "SystemExit"), never(*NOT_HUNG)),
+             check=all_of(error_names("pynvml", "SystemExit"), not_in_output(*NOT_HUNG)),
              note="pynvml raises SystemExit(3) on import: a finding, not a timeout"),
         Case("env.nvml.kbint.doctor_json", "env-nvml", NVML_PATH + "exec {dc} doctor --json",
              exit="0,1", timeout=180, setup=fake_nvml("kbint"),
-             check=all_of(json_doc("pynvml", "KeyboardInterrupt"), never(*NOT_HUNG)),
+             check=all_of(json_doc("pynvml", "KeyboardInterrupt"), not_in_output(*NOT_HUNG)),
              note="pynvml raises KeyboardInterrupt on import"),
         Case("env.nvml.importerror.doctor_json", "env-nvml",
              NVML_PATH + "exec {dc} doctor --json", exit="0,1", timeout=180,
              setup=fake_nvml("importerror"),
-             check=all_of(json_doc("pynvml", "libnvidia-ml.so.1"), never(*NOT_HUNG)),
+             check=all_of(json_doc("pynvml", "libnvidia-ml.so.1"), not_in_output(*NOT_HUNG)),
              note="pynvml raises ImportError on import"),
         Case("env.nvml.kbint.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
              setup=fake_nvml("kbint"),
-             check=all_of(never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(not_in_output(*NOT_HUNG), exists("o/summary.json", nonempty=True)),
              note="devcheck run, pynvml raises KeyboardInterrupt on import"),
         Case("env.nvml.sysexit.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
              setup=fake_nvml("sysexit"),
-             check=all_of(never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(not_in_output(*NOT_HUNG), exists("o/summary.json", nonempty=True)),
              note="devcheck run, pynvml raises SystemExit(3) on import"),
         Case("env.nvml.hang.doctor", "env-nvml", NVML_PATH + "exec {dc} doctor --timeout 5",
              exit="0,1", timeout=120, setup=fake_nvml("hang"), exclusive=True,
-             check=all_of(within(40), error_names("NVML", "timed out")),
+             check=all_of(took_at_most(40), error_names("NVML", "timed out")),
              note="nvmlInit hangs: bounded, said, the process still exits"),
         Case("env.nvml.hang.gpus_json", "env-nvml", NVML_PATH + "exec {dc} gpus --json",
              exit="0,1", timeout=120, setup=fake_nvml("hang"), exclusive=True,
-             check=all_of(within(30), json_doc("timed out")),
+             check=all_of(took_at_most(30), json_doc("timed out")),
              note="gpus --json with a hanging nvmlInit"),
         Case("env.nvml.hang.gpus_watch_json", "env-nvml",
              NVML_PATH + "exec {dc} gpus --watch --json -i 0.2", exit="0,130", timeout=60,
-             setup=fake_nvml("hang"), signal=(SIG["INT"], 2.5), exclusive=True,
-             check=jsonl(), note="gpus --watch with a hanging nvmlInit, Ctrl-C after 2.5 s"),
+             setup=fake_nvml("hang"), signal=(signal.SIGINT, 2.5), exclusive=True,
+             check=json_lines(), note="gpus --watch with a hanging nvmlInit, Ctrl-C after 2.5 s"),
         Case("env.nvml.hang.run_sleep2", "env-nvml",
              NVML_PATH + "exec {dc} run --out {tmp}/o -- sleep 2", exit="0", timeout=90,
              setup=fake_nvml("hang"), exclusive=True,
-             check=all_of(within(30), exists("o/summary.json")),
+             check=all_of(took_at_most(30), exists("o/summary.json", nonempty=True)),
              note="devcheck run with a hanging nvmlInit: the job still runs and ends"),
         Case("env.nvml.badproc.gpus", "env-nvml", NVML_PATH + "exec {dc} gpus",
              exit="0,1", timeout=60, setup=fake_nvml("badproc"),
-             check=all_of(error_names("4242", "process record"), never(*NOT_HUNG)),
+             check=all_of(error_names("4242", "process record"), not_in_output(*NOT_HUNG)),
              note="one malformed process record (pid 'garbage'): kept out, and said"),
         Case("env.nvml.badproc.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
              setup=fake_nvml("badproc"),
-             check=all_of(never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(not_in_output(*NOT_HUNG), exists("o/summary.json", nonempty=True)),
              note="devcheck run sampling a malformed process record"),
         Case("env.nvml.oddpids.doctor_json", "env-nvml", NVML_PATH + "exec {dc} doctor --json",
              exit="0,1", timeout=180, setup=fake_nvml("oddpids"), check=json_doc("4242"),
              note="pids 2**70, -1, None and a record without pid"),
         Case("env.nvml.oddpids.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
              setup=fake_nvml("oddpids"),
-             check=all_of(never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(not_in_output(*NOT_HUNG), exists("o/summary.json", nonempty=True)),
              note="devcheck run sampling pids 2**70, -1, None"),
     ]
     for cmd in ("doctor", "doctor --json", "gpus", "gpus --markdown"):
         slug = cmd.replace(" --", "_")
-        check = all_of(no_raw_escapes, never(*NOT_HUNG), error_names("GeForce"))
+        check = all_of(no_raw_escapes, not_in_output(*NOT_HUNG), error_names("GeForce"))
         if "json" in cmd:
             check = all_of(check, json_doc("GeForce"))
         cases.append(Case(f"env.nvml.escape.{slug}", "env-nvml", NVML_PATH + f"exec {{dc}} {cmd}",
@@ -494,48 +437,50 @@ def _nvml_cases() -> list[Case]:
     cases += [
         Case("env.nvml.escape.gpus_watch_json", "env-nvml",
              NVML_PATH + "exec {dc} gpus --watch --json -i 0.2", exit="0", timeout=60,
-             setup=fake_nvml("escape"), signal=(SIG["INT"], 2.5),
-             check=all_of(jsonl(1), no_raw_escapes),
+             setup=fake_nvml("escape"), signal=(signal.SIGINT, 2.5),
+             check=all_of(json_lines(1), no_raw_escapes),
              note="gpus --watch --json with hostile names, Ctrl-C after 2.5 s"),
         Case("env.nvml.escape.gpus_watch", "env-nvml",
              NVML_PATH + "exec {dc} gpus --watch -i 0.2", exit="0", timeout=60,
-             setup=fake_nvml("escape"), signal=(SIG["INT"], 2.5),
+             setup=fake_nvml("escape"), signal=(signal.SIGINT, 2.5),
              check=all_of(no_raw_escapes, error_names("GeForce")),
              note="gpus --watch (text, not a TTY) with hostile names"),
         Case("env.nvml.escape.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
-             setup=fake_nvml("escape"), check=all_of(no_raw_escapes, never(*NOT_HUNG)),
+             setup=fake_nvml("escape"), check=all_of(no_raw_escapes, not_in_output(*NOT_HUNG)),
              note="devcheck run's verdicts with hostile GPU and process names"),
         Case("env.nvml.lost.doctor_json", "env-nvml", NVML_PATH + "exec {dc} doctor --json",
              exit="0,1", timeout=180, setup=fake_nvml("lost_calls"),
              check=all_of(json_doc("GpuIsLost", "GPU-good"), finding_names("lost"),
-                          never(*NOT_HUNG)),
+                          not_in_output(*NOT_HUNG)),
              note="GPU 1 falls off the bus mid-query: a finding; GPU 0 still listed"),
         Case("env.nvml.lost.gpus_watch_json", "env-nvml",
              NVML_PATH + "exec {dc} gpus --watch --json -i 0.2", exit="0", timeout=60,
-             setup=fake_nvml("lost_time"), signal=(SIG["INT"], 3.5),
-             check=all_of(jsonl(2), error_names("lost"), never(*NOT_HUNG)),
+             setup=fake_nvml("lost_time"), signal=(signal.SIGINT, 3.5),
+             check=all_of(json_lines(2), error_names("lost"), not_in_output(*NOT_HUNG)),
              note="GPU lost 1.5 s into a watch: the stream goes on and says so"),
         Case("env.nvml.lost.run_sleep3", "env-nvml",
              NVML_PATH + "exec {dc} run -i 0.1 --out {tmp}/o -- sleep 3", exit="0", timeout=90,
              setup=fake_nvml("lost_time"),
-             check=all_of(error_names("lost"), never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(error_names("lost"), not_in_output(*NOT_HUNG),
+                          exists("o/summary.json", nonempty=True)),
              note="GPU lost mid-run under devcheck run: the job goes on, the loss is reported"),
         Case("env.nvml.unknown.doctor_json", "env-nvml", NVML_PATH + "exec {dc} doctor --json",
              exit="0,1", timeout=180, setup=fake_nvml("unknown"),
-             check=all_of(json_doc("Unknown"), finding_names("Unknown"), never(*NOT_HUNG)),
+             check=all_of(json_doc("Unknown"), finding_names("Unknown"), not_in_output(*NOT_HUNG)),
              note="NVMLError_Unknown from every call after nvmlInit: a finding"),
         Case("env.nvml.unknown.gpus", "env-nvml", NVML_PATH + "exec {dc} gpus",
              exit="0,1", timeout=60, setup=fake_nvml("unknown"),
-             check=all_of(finding_names("Unknown"), never(*NOT_HUNG, "driver None")),
+             check=all_of(finding_names("Unknown"), not_in_output(*NOT_HUNG, "driver None")),
              note="NVMLError_Unknown everywhere, text"),
         Case("env.nvml.unknown.gpus_watch_json", "env-nvml",
              NVML_PATH + "exec {dc} gpus --watch --json -i 0.2", exit="0", timeout=60,
-             setup=fake_nvml("unknown"), signal=(SIG["INT"], 2.5),
-             check=all_of(jsonl(1), error_names("Unknown"), never(*NOT_HUNG)),
+             setup=fake_nvml("unknown"), signal=(signal.SIGINT, 2.5),
+             check=all_of(json_lines(1), error_names("Unknown"), not_in_output(*NOT_HUNG)),
              note="NVMLError_Unknown everywhere under --watch --json"),
         Case("env.nvml.unknown.run_sleep2", "env-nvml", run2, exit="0", timeout=90,
              setup=fake_nvml("unknown"),
-             check=all_of(error_names("Unknown"), never(*NOT_HUNG), exists("o/summary.json")),
+             check=all_of(error_names("Unknown"), not_in_output(*NOT_HUNG),
+                          exists("o/summary.json", nonempty=True)),
              note="devcheck run with NVMLError_Unknown everywhere"),
     ]
     return cases
@@ -562,21 +507,22 @@ def _env_cases() -> list[Case]:
              note="CUDA_VISIBLE_DEVICES=garbage, doctor --json on a 2-GPU machine"),
         Case("env.var.home_unset.softmax_train", "env-vars",
              "unset HOME; exec " + TRAIN + " --data-root {data} --plot {tmp}/c.png", exit="0",
-             timeout=180, check=exists("c.png"), note="no HOME: matplotlib's config dir"),
+             timeout=180, check=exists("c.png", nonempty=True),
+             note="no HOME: matplotlib's config dir"),
         Case("env.var.home_unwritable.softmax_train", "env-vars",
              "export HOME=/dev/null XDG_CACHE_HOME=/dev/null/c XDG_CONFIG_HOME=/dev/null/c; "
              "exec " + TRAIN + " --data-root {data} --plot {tmp}/c.png", exit="0", timeout=180,
-             check=exists("c.png"), note="HOME (and XDG dirs) not writable"),
+             check=exists("c.png", nonempty=True), note="HOME (and XDG dirs) not writable"),
         Case("env.var.posix_unicode.softmax_train", "env-vars",
              "export LANG=C LC_ALL=POSIX; exec {sm} train --epochs 1 --device cpu "
              "--data-root {data} --checkpoint-dir {tmp}/réglages-数据 "
              "--metrics-json {tmp}/métriques.json", exit="0", timeout=180,
-             check=all_of(exists("réglages-数据/last.pt"), exists("métriques.json")),
+             check=exists("réglages-数据/last.pt", "métriques.json", nonempty=True),
              note="LC_ALL=POSIX with unicode paths"),
         Case("env.var.posix_ascii.softmax_train", "env-vars",
              "export LANG=C LC_ALL=POSIX PYTHONUTF8=0; exec {sm} train --epochs 1 --device cpu "
              "--data-root {data} --checkpoint-dir {tmp}/réglages-数据", exit="0", timeout=180,
-             check=exists("réglages-数据/last.pt"),
+             check=exists("réglages-数据/last.pt", nonempty=True),
              note="LC_ALL=POSIX, UTF-8 mode off (ascii stdout), unicode checkpoint dir"),
         Case("env.var.posix_ascii.explain_unicode", "env-vars",
              "export LANG=C LC_ALL=POSIX PYTHONUTF8=0; mkdir -p {tmp}/données; "
@@ -587,7 +533,7 @@ def _env_cases() -> list[Case]:
              note="explain, ascii locale, a unicode path and unicode text"),
         Case("env.var.term_dumb.gpus_watch", "env-vars",
              NVML_PATH + "export TERM=dumb; exec {dc} gpus --watch -i 0.2", exit="0",
-             timeout=60, setup=two, signal=(SIG["INT"], 2.5), check=no_raw_escapes,
+             timeout=60, setup=two, signal=(signal.SIGINT, 2.5), check=no_raw_escapes,
              note="TERM=dumb, stdout a file: --watch must not draw with escape codes"),
         Case("env.var.no_color.doctor_tty", "env-vars",
              "export NO_COLOR=1 TERM=xterm-256color; exec script -qefc '{dc} doctor' /dev/null",
@@ -597,11 +543,11 @@ def _env_cases() -> list[Case]:
              exit="0", timeout=180, note="COLUMNS=5: wrapping must not break"),
         Case("env.var.pywarn_error.doctor", "env-vars",
              "export PYTHONWARNINGS=error; exec {dc} doctor", exit="0", timeout=180,
-             check=never("import failed"),
+             check=not_in_output("import failed"),
              note="PYTHONWARNINGS=error: warnings must not become failures or noise"),
         Case("env.var.pywarn_error.softmax_train", "env-vars",
              "export PYTHONWARNINGS=error; exec " + TRAIN + " --data-root {data} --plot "
-             "{tmp}/c.png", exit="0", timeout=180, check=exists("c.png"),
+             "{tmp}/c.png", exit="0", timeout=180, check=exists("c.png", nonempty=True),
              note="PYTHONWARNINGS=error for the trainer"),
         Case("env.var.tmpdir_missing.doctor", "env-vars",
              "export TMPDIR={tmp}/missing; exec {dc} doctor", exit="0", timeout=180,
@@ -611,23 +557,24 @@ def _env_cases() -> list[Case]:
              "--device cpu", exit="0", timeout=180, note="TMPDIR missing, the lab"),
         Case("env.var.tmpdir_missing.run", "env-vars",
              "export TMPDIR={tmp}/missing; exec {dc} run --out {tmp}/o -- sleep 1", exit="0",
-             timeout=120, check=exists("o/summary.json"), note="TMPDIR missing, devcheck run"),
+             timeout=120, check=exists("o/summary.json", nonempty=True),
+             note="TMPDIR missing, devcheck run"),
         Case("env.var.mplbackend_bogus.softmax_plot", "env-vars",
              "export MPLBACKEND=bogus; exec " + TRAIN + " --data-root {data} --plot {tmp}/c.png",
-             exit="0", timeout=180, check=exists("c.png"),
+             exit="0", timeout=180, check=exists("c.png", nonempty=True),
              note="MPLBACKEND=bogus: --plot c.png needs no GUI backend"),
         Case("env.var.mplbackend_bogus.softmax_default_plot", "env-vars",
              "export MPLBACKEND=bogus; exec " + TRAIN + " --data-root {data}",
-             exit="0", timeout=180, check=exists("ck/curves.png"),
+             exit="0", timeout=180, check=exists("ck/curves.png", nonempty=True),
              note="MPLBACKEND=bogus: the default curves.png"),
         Case("env.var.mplbackend_bogus.run_plot", "env-vars",
              "export MPLBACKEND=bogus; exec {dc} run --out {tmp}/o -- sleep 1", exit="0",
-             timeout=120, check=exists("o/timeline.png"),
+             timeout=120, check=exists("o/timeline.png", nonempty=True),
              note="MPLBACKEND=bogus: devcheck run's timeline.png"),
         Case("env.var.mplbackend_bogus.predict", "env-vars",
              TRAIN + " --data-root {data} >/dev/null && export MPLBACKEND=bogus && exec "
              "{sm} predict --checkpoint {tmp}/ck/last.pt --data-root {data} -n 4 "
-             "--out {tmp}/p.png", exit="0", timeout=240, check=exists("p.png"),
+             "--out {tmp}/p.png", exit="0", timeout=240, check=exists("p.png", nonempty=True),
              note="MPLBACKEND=bogus: softmax predict's figure"),
         Case("env.var.torch_home_unwritable.softmax_train", "env-vars",
              "export TORCH_HOME=/dev/null/torch; exec " + TRAIN + " --data-root {data}",
@@ -649,7 +596,7 @@ def _stream_cases() -> list[Case]:
              note="explain - with stdin closed: exit 2, one line"),
         Case("env.stream.doctor_head1", "env-streams",
              "set -o pipefail; {dc} doctor | head -1", exit="any", timeout=180,
-             check=never("broken pipe", "BrokenPipeError"),
+             check=not_in_output("broken pipe", "BrokenPipeError"),
              note="doctor | head -1: a clean exit"),
         Case("env.stream.doctor_json_dev_full", "env-streams",
              "exec {dc} doctor --json > /dev/full", exit="!0", timeout=180,
@@ -658,24 +605,25 @@ def _stream_cases() -> list[Case]:
         Case("env.stream.softmax_train_head1", "env-streams",
              "set -o pipefail; " + TRAIN + " --epochs 3 --data-root {data} | head -1",
              exit="any", timeout=240,
-             check=all_of(never("--data-root", "broken pipe"), no_temporaries, err_lines(2)),
+             check=all_of(not_in_output("--data-root", "broken pipe"), no_temporaries,
+                          err_lines(2)),
              note="train | head -1: no blame on --data-root, no temporaries"),
         Case("env.stream.softmax_train_stdout_closed", "env-streams",
              "exec " + TRAIN + " --data-root {data} >&-", exit="any", timeout=240,
-             check=all_of(never("--data-root"), no_temporaries, err_lines(3)),
+             check=all_of(not_in_output("--data-root"), no_temporaries, err_lines(3)),
              note="train >&-"),
         Case("env.stream.gpus_watch_head3", "env-streams",
              NVML_PATH + "set -o pipefail; {dc} gpus --watch -i 0.1 | head -3", exit="any",
-             timeout=60, setup=fake_nvml("two"), check=all_of(within(20), err_lines(1)),
+             timeout=60, setup=fake_nvml("two"), check=all_of(took_at_most(20), err_lines(1)),
              note="gpus --watch | head -3: ends when the reader goes"),
         Case("env.stream.gpus_watch_json_head3", "env-streams",
              NVML_PATH + "set -o pipefail; {dc} gpus --watch --json -i 0.1 | head -3",
              exit="any", timeout=60, setup=fake_nvml("two"),
-             check=all_of(within(20), jsonl(3), err_lines(1)),
+             check=all_of(took_at_most(20), json_lines(3), err_lines(1)),
              note="gpus --watch --json | head -3"),
         Case("env.stream.run_stdout_closed", "env-streams",
              "exec {dc} run --out {tmp}/o -- sleep 1 >&-", exit="0", timeout=90,
-             check=exists("o/summary.json"), note="devcheck run with stdout closed"),
+             check=exists("o/summary.json", nonempty=True), note="devcheck run with stdout closed"),
     ]
 
 
@@ -720,12 +668,12 @@ def _data_cases() -> list[Case]:
              note="empty raw/, no mirror, offline: one message listing the ways"),
         Case("env.data.raw_is_file", "env-data", off, exit="!0", timeout=180,
              setup=data_setup("raw_is_file"),
-             check=all_of(error_names("FashionMNIST/raw"), says_not_a_folder, err_lines(3),
+             check=all_of(error_names("FashionMNIST/raw"), NOT_A_FOLDER, err_lines(3),
                           no_temporaries),
              note="raw/ is a file (Debian's mirror available)"),
         Case("env.data.raw_is_file_nothing", "env-data", no_mirror, exit="!0", timeout=180,
              setup=data_setup("raw_is_file"),
-             check=all_of(error_names("FashionMNIST/raw"), says_not_a_folder, err_lines(3)),
+             check=all_of(error_names("FashionMNIST/raw"), NOT_A_FOLDER, err_lines(3)),
              note="raw/ is a file, no mirror, offline"),
     ]
 

@@ -30,7 +30,10 @@ from audit.harness import (
     Setup,
     all_of,
     error_names,
+    exists,
+    names_any,
     no_temporaries,
+    not_in_output,
     one_line_error,
     sha,
     unchanged,
@@ -78,21 +81,18 @@ def _torch(tmp: Path, env: Env, code: str) -> None:
 def setup(*steps: object, base: bool = False, remember: tuple[str, ...] = ()) -> Setup:
     """Compose a setup: optional base checkpoint copied to ``base.pt``, then each step
     (a callable ``(tmp, env)`` or a torch code string run in ``tmp``); remembers the sha of
-    ``remember`` files. A failure is kept in the memo and reported by the case's check."""
+    ``remember`` files. A failure raises: the harness reports it as a setup problem."""
     def run(tmp: Path, env: Env, memo: dict[str, object]) -> None:
-        try:
-            (tmp / "ck").mkdir(exist_ok=True)
-            if base:
-                (tmp / "base.pt").write_bytes(_base_checkpoint(tmp, env).read_bytes())
-            for step in steps:
-                if isinstance(step, str):
-                    _torch(tmp, env, step.replace("@TMP@", str(tmp)))
-                else:
-                    step(tmp, env)  # type: ignore[operator]
-            for name in remember:
-                memo[name] = sha(tmp / name)
-        except Exception as exc:  # reported by the check, not a crash of the driver
-            memo["setup_error"] = f"{type(exc).__name__}: {exc}"
+        (tmp / "ck").mkdir(exist_ok=True)
+        if base:
+            (tmp / "base.pt").write_bytes(_base_checkpoint(tmp, env).read_bytes())
+        for step in steps:
+            if isinstance(step, str):
+                _torch(tmp, env, step.replace("@TMP@", str(tmp)))
+            else:
+                step(tmp, env)  # type: ignore[operator]
+        for name in remember:
+            memo[name] = sha(tmp / name)
     return run
 
 
@@ -172,21 +172,6 @@ def foreign_zip(tmp: Path, env: Env) -> None:
 
 # --- checks ----------------------------------------------------------------------------------
 
-def guarded(check: Check | None) -> Check:
-    def run(r: Ran) -> str | None:
-        if "setup_error" in r.memo:
-            return f"setup: {r.memo['setup_error']}"
-        return check(r) if check is not None else None
-    return run
-
-
-def exists(*names: str) -> Check:
-    def check(r: Ran) -> str | None:
-        missing = [n for n in names if not os.path.lexists(r.tmp / n)]
-        return f"loss: {', '.join(missing)} not written" if missing else None
-    return check
-
-
 def absent(*names: str, why: str = "") -> Check:
     def check(r: Ran) -> str | None:
         there = [n for n in names if os.path.lexists(r.tmp / n)]
@@ -224,13 +209,6 @@ def still_link(name: str) -> Check:
     return check
 
 
-def not_in_output(*words: str, kind: str = "message") -> Check:
-    def check(r: Ran) -> str | None:
-        found = [w for w in words if w.lower() in r.text.lower()]
-        return f"{kind}: output says {', '.join(map(repr, found))}" if found else None
-    return check
-
-
 def no_epoch_ran(r: Ran) -> str | None:
     """A bad output path must be found before any work (docs/softmax.md, Errors)."""
     return "wrong: an epoch ran before the output path was refused" \
@@ -259,15 +237,6 @@ def file_says(name: str, *words: str) -> Check:
         missing = [w for w in words if w not in text]
         return f"loss: {name} does not hold {missing} (holds {text.strip()[:120]!r})" \
             if missing else None
-    return check
-
-
-def names_any(*words: str) -> Check:
-    """The error must mention at least one of ``words`` (equivalent wordings)."""
-    def check(r: Ran) -> str | None:
-        low = r.text.lower()
-        return None if any(w.lower() in low for w in words) else \
-            f"message: names none of {', '.join(words)}"
     return check
 
 
@@ -369,7 +338,7 @@ def case(id: str, script: str, exit: str = "!0", *, check: Check | None = None,
          setup_: Setup | None = None, timeout: float = 180.0, note: str = "",
          exclusive: bool = False) -> Case:
     return Case(id=id, group=G, script=script.strip(), exit=exit, timeout=timeout,
-                setup=setup_, check=guarded(check), note=note, exclusive=exclusive)
+                setup=setup_, check=check, note=note, exclusive=exclusive)
 
 
 def ro_mount(inner: str, where: str = "ro") -> str:
@@ -420,13 +389,13 @@ CASES: list[Case] = [
          note="a typo'd parent of --plot must not be created silently"),
     case("file.train.metrics-devfull",
          TRAIN + " --checkpoint-dir {tmp}/ck --metrics-json /dev/full", "1",
-         check=all_of(error_names("/dev/full", "full"), exists("ck/last.pt"),
+         check=all_of(error_names("/dev/full", "full"), exists("ck/last.pt", link_ok=True),
                       char_device("/dev/full")),
          note="--metrics-json /dev/full: the error names it; the epoch's checkpoint stays"),
     case("file.train.plot-devfull-link",
          TRAIN + " --checkpoint-dir {tmp}/ck --plot {tmp}/full.png", "1",
          check=all_of(error_names("full.png", "full"), still_link("full.png"),
-                      char_device("/dev/full"), exists("ck/last.pt")),
+                      char_device("/dev/full"), exists("ck/last.pt", link_ok=True)),
          setup_=setup(symlink("full.png", "/dev/full")),
          note="--plot a symlink to /dev/full"),
     case("file.train.metrics-proc",
@@ -435,7 +404,7 @@ CASES: list[Case] = [
          note="--metrics-json under /proc: refused before any work"),
     case("file.train.metrics-devnull",
          TRAIN + " --epochs 2 --checkpoint-dir {tmp}/ck --metrics-json /dev/null", "0",
-         check=all_of(char_device("/dev/null"), exists("ck/last.pt")),
+         check=all_of(char_device("/dev/null"), exists("ck/last.pt", link_ok=True)),
          note="--metrics-json /dev/null works and /dev/null stays a device (we are root)"),
     case("file.train.ckdir-devnull", TRAIN + " --checkpoint-dir /dev/null", "1,2",
          check=all_of(one_line_error, error_names("/dev/null"), char_device("/dev/null")),
@@ -470,7 +439,7 @@ CASES: list[Case] = [
                     "{tmp}/full/m.json", "4k",
                     save="cp {tmp}/full/m.json {tmp}/m-survivor.json 2>/dev/null"), "1",
          check=all_of(error_names("full/m.json", "full"), listing_clean(),
-                      json_file("m-survivor.json", "epochs"), exists("ck/last.pt")),
+                      json_file("m-survivor.json", "epochs"), exists("ck/last.pt", link_ok=True)),
          note="full disk while rewriting --metrics-json: the previous file survives"),
     case("file.train.plot-full",
          full_mount(TRAIN + " --epochs 3 --checkpoint-dir {tmp}/ck --plot {tmp}/full/c.png",
@@ -491,13 +460,14 @@ CASES: list[Case] = [
     case("file.train.names-unicode",
          TRAIN + " --checkpoint-dir '{tmp}/my runs/ünï 🚀' --plot '{tmp}/cür ves.png' "
          "--metrics-json '{tmp}/m é t.json'", "0",
-         check=all_of(exists("my runs/ünï 🚀/last.pt", "cür ves.png", "m é t.json"),
+         check=all_of(exists("my runs/ünï 🚀/last.pt", "cür ves.png", "m é t.json", link_ok=True),
                       no_temporaries),
          note="spaces and non-ASCII in every output name"),
     case("file.train.names-newline",
          TRAIN + " --checkpoint-dir {tmp}/$'c\\nk' --plot {tmp}/$'cur\\nves.png' "
          "--metrics-json {tmp}/$'m\\n.json'", "0",
-         check=all_of(exists("c\nk/last.pt", "cur\nves.png", "m\n.json"), no_temporaries),
+         check=all_of(exists("c\nk/last.pt", "cur\nves.png", "m\n.json", link_ok=True),
+                      no_temporaries),
          note="a newline in every output name"),
     case("file.train.unpack-ulimit",
          "export SOFTMAX_OFFLINE=1\nulimit -f 20000\nexec {sm} train --device cpu --epochs 1 "
@@ -515,7 +485,7 @@ CASES: list[Case] = [
     # ---- softmax train --resume: checkpoints -------------------------------------------------
     case("file.resume.garbage", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck", "1",
          check=all_of(one_line_error, error_names(CK), unchanged(CK),
-                      not_in_output("weights_only=False")),
+                      not_in_output("weights_only=False", kind="message")),
          setup_=setup(write(CK, GARBAGE), remember=(CK,)),
          note="4 kB of random bytes as last.pt: one line, file kept"),
     case("file.resume.empty", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck", "1",
@@ -535,12 +505,12 @@ CASES: list[Case] = [
          note="epoch='two'"),
     case("file.resume.epoch-neg", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck",
          "1", check=all_of(one_line_error, error_names(CK, "-5"), unchanged(CK),
-                           not_in_output("epoch -4")),
+                           not_in_output("epoch -4", kind="message")),
          setup_=setup(forge("p['epoch'] = -5"), base=True, remember=(CK,)),
          note="epoch=-5"),
     case("file.resume.epoch-999", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck",
          "any", check=all_of(error_names(CK, "999"), unchanged(CK),
-                             not_in_output("after 2 epochs", kind="wrong")),
+                             not_in_output("after 2 epochs")),
          setup_=setup(forge("p['epoch'] = 999"), base=True, remember=(CK,)),
          note="epoch 999 (beyond --epochs 3; its history holds 2): no contradictory report"),
     case("file.resume.no-generator", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck",
@@ -555,12 +525,13 @@ CASES: list[Case] = [
     case("file.resume.hostile", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck", "1",
          check=all_of(one_line_error, absent("pwned", why=": the pickle's code ran"),
                       error_names(CK, "unsafe"),
-                      not_in_output("weights_only=False", "likely succeed"), unchanged(CK)),
+                      not_in_output("weights_only=False", "likely succeed", kind="message"),
+                      unchanged(CK)),
          setup_=setup(HOSTILE_ZIP, remember=(CK,)),
          note="a torch.save file whose pickle calls os.system('touch pwned')"),
     case("file.resume.dataloader-to-tensor",
          TRAIN + " --epochs 2 --resume --checkpoint-dir {tmp}/ck", "0",
-         check=all_of(error_names("dataloader", "new order"), exists(CK)),
+         check=all_of(error_names("dataloader", "new order"), exists(CK, link_ok=True)),
          setup_=setup(lambda tmp, env: subprocess.run(
              [env.py, "-m", "softmax", "train", "--loader", "dataloader", "--workers", "0",
               "--epochs", "1", "--device", "cpu", "--data-root", env.data,
@@ -570,7 +541,7 @@ CASES: list[Case] = [
     case("file.resume.nothing-to-do",
          TRAIN + " --resume --checkpoint-dir {tmp}/ck", "0",
          check=all_of(error_names("nothing", CK, "--epochs 3"), unchanged(CK),
-                      not_in_output("checkpoint None", kind="wrong")),
+                      not_in_output("checkpoint None")),
          setup_=setup(copy_base(CK), base=True, remember=(CK,)),
          note="--resume --epochs 1 after 2 epochs: nothing to do, naming the checkpoint"),
     case("file.resume.fifo", TRAIN + " --epochs 3 --resume --checkpoint-dir {tmp}/ck", "1",
@@ -583,20 +554,21 @@ CASES: list[Case] = [
     # ---- softmax predict --checkpoint ----------------------------------------------------------
     case("file.predict.ckpt-garbage", PREDICT + " --checkpoint {tmp}/ck/last.pt --out {tmp}/p.png",
          "1", check=all_of(one_line_error, error_names(CK), absent("p.png"),
-                           not_in_output("weights_only=False")),
+                           not_in_output("weights_only=False", kind="message")),
          setup_=setup(write(CK, GARBAGE)), note="random bytes as --checkpoint"),
     case("file.predict.ckpt-hostile-raw",
          PREDICT + " --checkpoint {tmp}/ck/last.pt --out {tmp}/p.png", "1",
          check=all_of(one_line_error, absent("pwned", why=": the pickle's code ran"),
-                      error_names(CK), not_in_output("weights_only=False", "likely succeed")),
+                      error_names(CK),
+                      not_in_output("weights_only=False", "likely succeed", kind="message")),
          setup_=setup(HOSTILE_RAW), note="a plain pickle (not zip) calling os.system"),
     case("file.predict.ckpt-fifo", PREDICT + " --checkpoint {tmp}/ck/last.pt --out {tmp}/p.png",
-         "1", check=all_of(error_names(CK), not_in_output("does not exist", kind="wrong")),
+         "1", check=all_of(error_names(CK), not_in_output("does not exist")),
          setup_=setup(fifo(CK)), timeout=60,
          note="--checkpoint a FIFO: no hang, and not called missing"),
     case("file.predict.ckpt-devnull", PREDICT + " --checkpoint /dev/null --out {tmp}/p.png",
          "1", check=all_of(one_line_error, error_names("/dev/null"),
-                           not_in_output("does not exist", kind="wrong")),
+                           not_in_output("does not exist")),
          note="--checkpoint /dev/null (exists, empty, not a regular file)"),
     case("file.predict.ckpt-other-shape",
          PREDICT + " --checkpoint {tmp}/ck/last.pt --out {tmp}/p.png", "1",
@@ -608,7 +580,7 @@ CASES: list[Case] = [
     # ---- softmax predict --out --------------------------------------------------------------
     case("file.predict.out-txt", PREDICT + " --checkpoint {tmp}/base.pt --out {tmp}/p.txt", "2",
          check=all_of(one_line_error, error_names("p.txt", ".png"),
-                      not_in_output("using Fashion-MNIST", kind="wrong")),
+                      not_in_output("using Fashion-MNIST")),
          setup_=setup(base=True), note="--out p.txt: refused before reading anything"),
     case("file.predict.out-pdf-pages",
          PREDICT + " --checkpoint {tmp}/base.pt -n 200 --out {tmp}/P.PDF", "0",
@@ -643,7 +615,7 @@ CASES: list[Case] = [
          setup_=setup(base=True), note="a 128-image page under ulimit -f 50 (KiB)"),
     case("file.predict.out-names",
          PREDICT + " --checkpoint {tmp}/base.pt -n 130 --out {tmp}/$'pré dic\\ntions.png'", "0",
-         check=all_of(exists("pré dic\ntions-1.png", "pré dic\ntions-2.png"),
+         check=all_of(exists("pré dic\ntions-1.png", "pré dic\ntions-2.png", link_ok=True),
                       no_temporaries),
          setup_=setup(base=True), note="--out with a space, non-ASCII and a newline, 2 pages"),
 
@@ -672,15 +644,16 @@ CASES: list[Case] = [
     case("file.run.out-names",
          "{dc} run --out {tmp}/$'run ü\\nx' -- {py} -c pass", "0",
          check=all_of(exists("run ü\nx/summary.json", "run ü\nx/timeline.jsonl",
-                             "run ü\nx/timeline.png"), no_temporaries),
+                             "run ü\nx/timeline.png", link_ok=True), no_temporaries),
          note="--out with a space, non-ASCII and a newline"),
     case("file.run.out-missing-parent",
          "{dc} run --no-plot --out {tmp}/new/deeper -- {py} -c pass", "0",
-         check=all_of(exists("new/deeper/summary.json"), error_names("new/deeper")),
+         check=all_of(exists("new/deeper/summary.json", link_ok=True), error_names("new/deeper")),
          note="--out in a missing folder: created (documented) and named in the summary"),
     case("file.run.out-symlink",
          "{dc} run --no-plot --out {tmp}/link -- {py} -c pass", "0",
-         check=all_of(still_link("link"), exists("real/summary.json", "real/timeline.jsonl")),
+         check=all_of(still_link("link"),
+                      exists("real/summary.json", "real/timeline.jsonl", link_ok=True)),
          setup_=setup(mkdirs("real"), symlink("link", "real")),
          note="--out a symlink to a folder elsewhere"),
 
@@ -699,7 +672,7 @@ CASES: list[Case] = [
          check=error_names("/proc/self/r.json"), setup_=setup(pytest_files), timeout=240,
          note="--devcheck-json under /proc"),
     case("file.pytest.json-devnull", PYTEST + " --devcheck-json /dev/null", "0",
-         check=all_of(char_device("/dev/null"), not_in_output("cannot write", kind="wrong")),
+         check=all_of(char_device("/dev/null"), not_in_output("cannot write")),
          setup_=setup(pytest_files), timeout=240, note="--devcheck-json /dev/null: fine"),
     case("file.pytest.json-ro", ro_mount(PYTEST + " --devcheck-json {tmp}/ro/r.json"), "0",
          check=all_of(error_names("ro/r.json"), names_any("read-only", "not writable")),
@@ -743,12 +716,12 @@ CASES: list[Case] = [
          setup_=setup(write("tree/a.py", "x = 1\n"), fifo("tree/pipe.py")), timeout=60,
          note="a FIFO named *.py inside a linted folder: skipped, no hang"),
     case("file.lint.fifo-named", "{dc} lint {tmp}/pipe.py", "any",
-         check=all_of(error_names("pipe.py"), not_in_output("in 0 files", kind="wrong")),
+         check=all_of(error_names("pipe.py"), not_in_output("in 0 files")),
          setup_=setup(fifo("pipe.py")), timeout=60,
          note="a FIFO named on the command line: said, not silently 0 files"),
     case("file.lint.process-substitution",
          "exec {dc} lint <(printf 'import torch\\nm = torch.load(\"x.pt\")\\n')", "1,2",
-         check=not_in_output("in 0 files", kind="wrong"), timeout=60,
+         check=not_in_output("in 0 files"), timeout=60,
          note="lint <(git show ...): a pipe named on the command line is linted or refused"),
     case("file.explain.process-substitution",
          "exec {dc} explain <(cat {tmp}/ci.log) --json", "0",

@@ -21,10 +21,18 @@ from audit.harness import (
     Ran,
     Setup,
     all_of,
+    chain,
     error_names,
+    exists,
+    fake_pynvml,
+    json_doc,
+    json_lines,
+    names_any,
     no_temporaries,
+    not_in_output,
     one_line_error,
     sha,
+    took_at_most,
     unchanged,
 )
 
@@ -48,26 +56,6 @@ def usage(*words: str) -> Check:
     return all_of(one_line_error, error_names(*words))
 
 
-def says(*words: str) -> Check:
-    return error_names(*words)
-
-
-def lacks(*words: str) -> Check:
-    def check(r: Ran) -> str | None:
-        low = r.text.lower()
-        found = [w for w in words if w.lower() in low]
-        return f"wrong: output says {', '.join(map(repr, found))}" if found else None
-    return check
-
-
-def json_stdout(r: Ran) -> str | None:
-    try:
-        json.loads(r.out)
-    except ValueError as exc:
-        return f"wrong: stdout is not one JSON document ({exc}): {r.out[:80]!r}"
-    return None
-
-
 def json_matches(low: int, high: int) -> Check:
     def check(r: Ran) -> str | None:
         try:
@@ -75,26 +63,6 @@ def json_matches(low: int, high: int) -> Check:
         except (ValueError, KeyError, TypeError) as exc:
             return f"wrong: no JSON matches ({exc})"
         return None if low <= n <= high else f"wrong: {n} matches, expected {low}..{high}"
-    return check
-
-
-def jsonl_lines(n: int) -> Check:
-    def check(r: Ran) -> str | None:
-        lines = [ln for ln in r.out.splitlines() if ln.strip()]
-        if len(lines) != n:
-            return f"wrong: {len(lines)} JSON lines on stdout, expected {n}"
-        for ln in lines:
-            try:
-                json.loads(ln)
-            except ValueError:
-                return f"wrong: not a JSON line: {ln[:80]!r}"
-        return None
-    return check
-
-
-def exists(rel: str) -> Check:
-    def check(r: Ran) -> str | None:
-        return None if (r.tmp / rel).exists() else f"loss: {rel} was not written"
     return check
 
 
@@ -112,18 +80,9 @@ def no_silent_nan(r: Ran) -> str | None:
     return error_names("--lr")(r)
 
 
-def mentions_resolution(r: Ran) -> str | None:
-    low = r.text.lower()
-    if any(w in low for w in ("resolve", "unknown host", "not known", "no such host")):
-        return None
-    return "message: does not say the host name does not resolve"
-
-
-def quick(limit_s: float) -> Check:
-    def check(r: Ran) -> str | None:
-        return None if r.seconds <= limit_s else \
-            f"wrong: took {r.seconds:.1f} s (a usage error should be immediate, <= {limit_s} s)"
-    return check
+# the host name in --rdzv-endpoint does not resolve: any of the usual wordings
+RESOLUTION = names_any("resolve", "unknown host", "not known", "no such host")
+SHIM = fake_pynvml("mod = fk.build_module(fk.one_gpu(name='Audit Fake GPU'))\n")
 
 
 # --- setups -------------------------------------------------------------------------------
@@ -145,16 +104,6 @@ def files(entries: dict[str, str | bytes], *, modes: dict[str, int] | None = Non
         for rel, uid in (owner or {}).items():
             os.chown(tmp / rel, uid, uid)
     return setup
-
-
-def shim_setup(tmp: Path, env: Env, memo: dict[str, object]) -> None:
-    """A fake pynvml with one GPU (tests/fakes/fake_pynvml.py), first on PYTHONPATH."""
-    (tmp / "shim").mkdir(exist_ok=True)
-    (tmp / "shim" / "pynvml.py").write_text(
-        "import sys\n"
-        f"sys.path.insert(0, {env.tests!r})\n"
-        "from fakes import fake_pynvml as fk\n"
-        "sys.modules['pynvml'] = fk.build_module(fk.one_gpu(name='Audit Fake GPU'))\n")
 
 
 def pytest_setup(tmp: Path, env: Env, memo: dict[str, object]) -> None:
@@ -223,7 +172,7 @@ def _doctor() -> list[Case]:
                               ("huge", "1e12", "1e"), ("abc", "abc", "abc"),
                               ("empty", "''", "--timeout")):
         out.append(_c(f"doctor.timeout_{what}", f"exec {{dc}} doctor --timeout {value}",
-                      check=all_of(usage("--timeout", word), quick(15)),
+                      check=all_of(usage("--timeout", word), took_at_most(15)),
                       note=f"doctor --timeout {value}"))
     out += [
         _c("doctor.require_bogus", "exec {dc} doctor --require bogus",
@@ -233,10 +182,10 @@ def _doctor() -> list[Case]:
         _c("doctor.require_no_live", "exec {dc} doctor --require cuda --no-live",
            check=usage("--require", "--no-live"), note="--require without the live check"),
         _c("doctor.require_cuda_here", "exec {dc} doctor --require cuda --no-color", exit="1",
-           check=says("cuda"), timeout=120,
+           check=error_names("cuda"), timeout=120,
            note="--require cuda on a GPU-less machine: exit 1, says why"),
         _c("doctor.timeout_tiny_json", "exec {dc} doctor --timeout 0.001 --json", exit="0,1",
-           check=json_stdout, timeout=120,
+           check=json_doc(), timeout=120,
            note="valid but tiny probe timeout: still one JSON document"),
     ]
     return out
@@ -258,12 +207,12 @@ def _gpus() -> list[Case]:
            check=usage("--markdown", "--watch"), note="--watch with --markdown"),
         _c("gpus.watch_long_interval_ctrl_c",
            "PYTHONPATH={tmp}/shim exec {dc} gpus --watch -i 3600", exit="0",
-           setup=shim_setup, signal=(signal.SIGINT, "Audit Fake GPU"), timeout=60,
+           setup=SHIM, signal=(signal.SIGINT, "Audit Fake GPU"), timeout=60,
            note="fake GPU, -i 3600, Ctrl-C during the sleep: ends at once, exit 0"),
         _c("gpus.watch_min_interval_head",
            "set -o pipefail; PYTHONPATH={tmp}/shim {dc} gpus --watch --json -i 0.05 | head -3;"
            " echo \"rc=${{PIPESTATUS[0]}}\" >&2; exit 0", exit="0",
-           check=jsonl_lines(3), setup=shim_setup, timeout=60,
+           check=json_lines(exactly=3), setup=SHIM, timeout=60,
            note="valid -i 0.05 piped into head -3: 3 JSON lines, no BrokenPipe noise"),
     ]
 
@@ -278,7 +227,7 @@ def _explain() -> list[Case]:
         _c("explain.limit_abc", "exec {dc} explain --limit abc err.txt", setup=files(oom),
            check=usage("--limit", "abc"), note="--limit abc"),
         _c("explain.limit_huge", "exec {dc} explain --limit 99999999999999999999999 err.txt",
-           exit="0", setup=files(oom), check=says("cuda_out_of_memory"),
+           exit="0", setup=files(oom), check=error_names("cuda_out_of_memory"),
            note="--limit 10**23 is valid: works"),
         _c("explain.limit_1000", "exec {dc} explain --json --limit 1000 several.txt",
            exit="0", setup=files({"several.txt": SEVERAL}), check=json_matches(2, 1000),
@@ -293,21 +242,21 @@ def _explain() -> list[Case]:
         _c("explain.binary", "exec {dc} explain blob.bin", exit="0,1", setup=binary_setup,
            note="2 MB of random bytes"),
         _c("explain.empty_file", ": > empty.txt && exec {dc} explain empty.txt", exit="1",
-           check=says("no known"), note="an empty file: no match, exit 1, said"),
+           check=error_names("no known"), note="an empty file: no match, exit 1, said"),
         _c("explain.dev_null", "exec {dc} explain /dev/null", exit="1",
-           check=says("no known"), note="/dev/null"),
+           check=error_names("no known"), note="/dev/null"),
         _c("explain.fifo_no_writer_ctrl_c", "exec {dc} explain fifo", exit="!0",
            setup=fifo_setup, signal=(signal.SIGINT, 3.0),
            note="a FIFO nobody writes (blocks by design): Ctrl-C ends it cleanly"),
         _c("explain.fifo_with_writer",
            "( sleep 1; cat err.txt > fifo ) & exec {dc} explain fifo", exit="0",
-           setup=lambda t, e, m: (files(oom)(t, e, m), fifo_setup(t, e, m)),
-           check=says("cuda_out_of_memory"), note="a FIFO with a slow writer: works"),
+           setup=chain(files(oom), fifo_setup),
+           check=error_names("cuda_out_of_memory"), note="a FIFO with a slow writer: works"),
         _c("explain.huge_one_line", "exec {dc} explain one.log", exit="0",
-           setup=huge_line_setup, check=says("cuda_out_of_memory"), timeout=120,
+           setup=huge_line_setup, check=error_names("cuda_out_of_memory"), timeout=120,
            note="30 MB on one line, the OOM in the middle: matched"),
         _c("explain.odd_path", "exec {dc} explain 'dir with space/ünïcödé/err log.txt'",
-           exit="0", setup=odd_paths_setup, check=says("cuda_out_of_memory"),
+           exit="0", setup=odd_paths_setup, check=error_names("cuda_out_of_memory"),
            note="a path with spaces and non-ASCII letters"),
     ]
 
@@ -333,11 +282,11 @@ def _pitfalls() -> list[Case]:
     out += [
         _c("pitfalls.device_trailing_space",
            "exec {dc} pitfalls run tensor_to_not_inplace --device 'cuda:0 '", exit="0,2",
-           check=says("cuda"), timeout=120,
+           check=error_names("cuda"), timeout=120,
            note="--device 'cuda:0 ': an error naming it, or run and skip (no CUDA)"),
         _c("pitfalls.device_cuda99",
            "exec {dc} pitfalls run tensor_to_not_inplace --device cuda:99", exit="0,1",
-           check=says("skip"), timeout=180,
+           check=error_names("skip"), timeout=180,
            note="--device cuda:99 on a machine without CUDA: skipped with the reason"),
     ]
     for what, value, word in (("nan", "nan", "nan"), ("inf", "inf", "inf"),
@@ -347,7 +296,7 @@ def _pitfalls() -> list[Case]:
                       check=usage("--timeout", word), note=f"pitfalls run --timeout {value}"))
     out.append(_c("pitfalls.timeout_tiny",
                   "exec {dc} pitfalls run tensor_to_not_inplace --device cpu --timeout 0.001",
-                  exit="1", check=says("timed out"), timeout=120,
+                  exit="1", check=error_names("timed out"), timeout=120,
                   note="a valid 1 ms timeout: each phase killed, said, nothing left"))
     return out
 
@@ -359,25 +308,26 @@ def _lint() -> list[Case]:
            note="a path that does not exist"),
         _c("lint.binary_py", "exec {dc} lint good.py bin.py",
            setup=files({**good, "bin.py": random.Random(3).randbytes(5000)}),
-           check=all_of(says("bin.py", "gpu_checkpoint_on_cpu"), unchanged("bin.py")),
+           check=all_of(error_names("bin.py", "gpu_checkpoint_on_cpu"), unchanged("bin.py")),
            note="random bytes named .py next to a good file: error names it, rest checked"),
         _c("lint.syntax_error", "exec {dc} lint good.py broken.py",
            setup=files({**good, "broken.py": "def f(:\n    pass\n"}),
-           check=says("broken.py", "gpu_checkpoint_on_cpu"), note="a .py with a syntax error"),
+           check=error_names("broken.py", "gpu_checkpoint_on_cpu"),
+           note="a .py with a syntax error"),
         _c("lint.null_byte", "exec {dc} lint nul.py", setup=files({"nul.py": b"x = 1\0\n"}),
-           check=says("nul.py"), note="a null byte in a .py"),
+           check=error_names("nul.py"), note="a null byte in a .py"),
         _c("lint.huge_py", "exec {dc} lint big.py", exit="1", setup=huge_py_setup,
-           check=says("gpu_checkpoint_on_cpu"), timeout=180,
+           check=error_names("gpu_checkpoint_on_cpu"), timeout=180,
            note="a 4 MB .py (400k lines): linted, its finding reported"),
         _c("lint.ipynb_not_json", "exec {dc} lint nb.ipynb",
-           setup=files({"nb.ipynb": "this is not json {"}), check=says("nb.ipynb"),
+           setup=files({"nb.ipynb": "this is not json {"}), check=error_names("nb.ipynb"),
            note="an .ipynb that is not JSON"),
         _c("lint.ipynb_list_json", "exec {dc} lint nb.ipynb", setup=files({"nb.ipynb": "[]"}),
-           check=says("nb.ipynb"), note="an .ipynb that is a JSON list"),
+           check=error_names("nb.ipynb"), note="an .ipynb that is a JSON list"),
         _c("lint.ipynb_bad_source_item", "exec {dc} lint nb.ipynb",
            exit="1,2", setup=files({"nb.ipynb": json.dumps({"cells": [
                {"cell_type": "code", "source": ["import torch\n", 5]}]})}),
-           check=says("nb.ipynb"),
+           check=error_names("nb.ipynb"),
            note="a notebook whose cell source list holds a number"),
         _c("lint.select_unknown", "exec {dc} lint --select bogus_rule good.py",
            setup=files(good), check=usage("--select", "bogus_rule"), note="--select bogus"),
@@ -390,15 +340,15 @@ def _lint() -> list[Case]:
            note="--fix with --diff: a usage error or a diff, the file untouched"),
         _c("lint.fix_readonly_dir", f"exec {NOBODY} {{dc}} lint --fix ro/t.py", exit="1,2",
            setup=ro_lint_setup,
-           check=all_of(unchanged("ro/t.py"), no_temporaries, says("t.py", "permission"),
-                        lacks("free space", "could not be parsed")),
+           check=all_of(unchanged("ro/t.py"), no_temporaries, error_names("t.py", "permission"),
+                        not_in_output("free space", "could not be parsed")),
            note="--fix as nobody on root's file: the error names it and the real cause"),
         _c("lint.fix_readonly_file", f"exec {NOBODY} {{dc}} lint --fix mine/t.py",
            exit="1,2", setup=ro_own_lint_setup,
-           check=all_of(unchanged("mine/t.py"), no_temporaries, says("t.py")),
+           check=all_of(unchanged("mine/t.py"), no_temporaries, error_names("t.py")),
            note="--fix on the user's own chmod 444 file: must not replace it"),
         _c("lint.newline_in_name", "exec {dc} lint \"$(printf 'bad\\nname.py')\"", exit="1",
-           setup=odd_paths_setup, check=says("gpu_checkpoint_on_cpu"),
+           setup=odd_paths_setup, check=error_names("gpu_checkpoint_on_cpu"),
            note="a file name with a newline in it: linted"),
     ]
 
@@ -410,11 +360,11 @@ def _run() -> list[Case]:
         _c("run.only_dashes", "exec {dc} run --", check=usage("command"),
            note="run -- and nothing"),
         _c("run.not_found", "exec {dc} run --no-plot --out o -- no_such_cmd_xyz", exit="127",
-           check=all_of(one_line_error, says("no_such_cmd_xyz")),
+           check=all_of(one_line_error, error_names("no_such_cmd_xyz")),
            note="a command that does not exist: 127"),
         _c("run.not_executable", "exec {dc} run --no-plot --out o -- ./job.sh", exit="126",
            setup=files({"job.sh": "echo hi\n"}, modes={"job.sh": 0o644}),
-           check=all_of(one_line_error, says("job.sh")), note="not executable: 126"),
+           check=all_of(one_line_error, error_names("job.sh")), note="not executable: 126"),
         _c("run.interval_nan", "exec {dc} run -i nan -- true", check=usage("interval", "nan"),
            note="-i nan"),
         _c("run.interval_zero", "exec {dc} run -i 0 -- true", check=usage("interval", "0"),
@@ -431,14 +381,14 @@ def _run() -> list[Case]:
            exit="3", note="the job's exit code 3 comes back"),
         _c("run.crash_explained",
            f"exec {{dc}} run --no-plot --out o -- {{py}} -c \"{crash}\"", exit="1",
-           child_traceback=True, check=says("mixed_devices"),
+           child_traceback=True, check=error_names("mixed_devices"),
            note="a crashing job: exit 1, its error explained"),
         _c("run.interval_min",
            "exec {dc} run -i 0.01 --no-plot --out o -- {py} -c 'import time; time.sleep(1)'",
            exit="0", check=all_of(exists("o/summary.json"), exists("o/timeline.jsonl")),
            note="valid -i 0.01 (100 Hz): works, files written"),
         _c("run.interval_max", "exec {dc} run -i 3600 --no-plot --out o -- true", exit="0",
-           check=quick(30), note="valid -i 3600: a 0.1 s job must not wait an interval"),
+           check=took_at_most(30), note="valid -i 3600: a 0.1 s job must not wait an interval"),
         _c("run.odd_out_dir",
            "exec {dc} run --no-plot --out 'out dir ü' -- true", exit="0",
            check=exists("out dir ü/summary.json"), note="--out with a space and a ü"),
@@ -467,11 +417,11 @@ def _dist() -> list[Case]:
         _c("dist.node_rank_too_big", "exec {dc} dist --nnodes 2 --node-rank 5",
            check=usage("--node-rank", "5"), note="--node-rank 5 with --nnodes 2"),
         _c("dist.nccl_no_gpu", "exec {dc} dist --backend nccl", exit="1",
-           check=all_of(says("nccl"), lacks("--preflight-only")), timeout=120,
+           check=all_of(error_names("nccl"), not_in_output("--preflight-only")), timeout=120,
            note="--backend nccl without a GPU: exit 1, says why, no false claims"),
         _c("dist.rdzv_bad_port", "exec {dc} dist --nnodes 2 --rdzv-endpoint nohost:xx "
            "--timeout 20", check=all_of(usage("--rdzv-endpoint", "nohost:xx", "port"),
-                                        lacks("never arrived")),
+                                        not_in_output("never arrived")),
            timeout=120, note="--rdzv-endpoint nohost:xx: the port is not a number"),
         _c("dist.rdzv_bad_port_one_node", "exec {dc} dist --rdzv-endpoint nohost:xx "
            "--timeout 20", check=usage("--rdzv-endpoint", "nohost:xx", "port"),
@@ -481,11 +431,11 @@ def _dist() -> list[Case]:
            note="--rdzv-endpoint with port 70000"),
         _c("dist.rdzv_unresolvable_host", "exec {dc} dist --nnodes 2 --rdzv-endpoint "
            "nohost.invalid:29400 --timeout 20", exit="1,2",
-           check=all_of(says("nohost.invalid"), mentions_resolution, lacks("only this node")),
+           check=all_of(error_names("nohost.invalid"), RESOLUTION, not_in_output("only this node")),
            timeout=120, note="a rendezvous host that does not resolve: say so"),
         _c("dist.one_rank_gloo",
            "exec {dc} dist --nproc 1 --backend gloo --sizes 4KiB --timeout 120", exit="0",
-           check=says("ok"), timeout=240, note="valid: one gloo rank, one size"),
+           check=error_names("ok"), timeout=240, note="valid: one gloo rank, one size"),
     ]
     return out
 
@@ -537,11 +487,11 @@ def _train() -> list[Case]:
            note="valid: --seed -1"),
         _c("train.data_root_missing",
            "exec {sm} train --epochs 1 --data-root {tmp}/no/such/root --checkpoint-dir "
-           "{tmp}/ck", exit="any", check=says("no/such/root"), timeout=180,
+           "{tmp}/ck", exit="any", check=error_names("no/such/root"), timeout=180,
            note="a missing --data-root: an error naming it, or says where it unpacked"),
         _c("train.data_root_empty",
            "mkdir -p empty && exec {sm} train --epochs 1 --data-root empty --checkpoint-dir ck",
-           exit="any", check=says("empty"), timeout=180,
+           exit="any", check=error_names("empty"), timeout=180,
            note="an empty --data-root: says what it did with it"),
         _c("train.data_root_file", "exec {sm} train --epochs 1 --data-root afile",
            setup=files({"afile": "x"}), check=all_of(usage("--data-root", "afile"),
@@ -581,29 +531,28 @@ def _predict() -> list[Case]:
 
 def _pytest() -> list[Case]:
     base = "exec {py} -m pytest -q -p no:cacheprovider"
-    return [
-        _c("pytest.require_bogus", f"{base} --devcheck-require bogus test_t.py", exit="4",
-           setup=pytest_setup, check=says("--devcheck-require", "bogus"), timeout=120,
-           note="--devcheck-require bogus (pytest usage error: exit 4)"),
-        _c("pytest.timeout_nan", f"{base} --devcheck-timeout nan test_t.py", exit="4",
-           setup=pytest_setup, check=says("--devcheck-timeout", "nan"), timeout=120,
-           note="--devcheck-timeout nan"),
-        _c("pytest.timeout_neg", f"{base} --devcheck-timeout -1 test_t.py", exit="4",
-           setup=pytest_setup, check=says("--devcheck-timeout", "-1"), timeout=120,
-           note="--devcheck-timeout -1"),
-        _c("pytest.timeout_abc", f"{base} --devcheck-timeout abc test_t.py", exit="4",
-           setup=pytest_setup, check=says("--devcheck-timeout", "abc"), timeout=120,
-           note="--devcheck-timeout abc"),
+    out = []
+    for slug, opt, value, why in (
+            ("require_bogus", "--devcheck-require", "bogus", " (pytest usage error: exit 4)"),
+            ("timeout_nan", "--devcheck-timeout", "nan", ""),
+            ("timeout_neg", "--devcheck-timeout", "-1", ""),
+            ("timeout_abc", "--devcheck-timeout", "abc", "")):
+        out.append(_c(f"pytest.{slug}", f"{base} {opt} {value} test_t.py", exit="4",
+                      setup=pytest_setup, check=error_names(opt, value), timeout=120,
+                      note=f"{opt} {value}{why}"))
+    out += [
         _c("pytest.only_gpu_and_cpu", f"{base} --only-gpu --only-cpu test_t.py", exit="4",
-           setup=pytest_setup, check=all_of(one_line_error, says("--only-gpu", "--only-cpu")),
+           setup=pytest_setup,
+           check=all_of(one_line_error, error_names("--only-gpu", "--only-cpu")),
            timeout=120, note="--only-gpu with --only-cpu"),
         _c("pytest.explicit_p_devcheck", f"{base} -p devcheck test_t.py", exit="0",
-           setup=pytest_setup, check=says("2 passed"), timeout=180,
+           setup=pytest_setup, check=error_names("2 passed"), timeout=180,
            note="-p devcheck on top of the entry point: works"),
         _c("pytest.timeout_tiny", f"{base} --devcheck-timeout 0.001 test_t.py", exit="0",
-           setup=pytest_setup, check=says("passed"), timeout=180,
+           setup=pytest_setup, check=error_names("passed"), timeout=180,
            note="valid 1 ms probe timeout: the device fixture still runs (cpu)"),
     ]
+    return out
 
 
 CASES: list[Case] = [*_doctor(), *_gpus(), *_explain(), *_pitfalls(), *_lint(), *_run(),

@@ -26,11 +26,36 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
+from typing import TypeVar
 
-from audit.harness import Case, Check, Env, Ran, all_of, error_names, no_temporaries
+from audit.harness import (
+    Case,
+    Check,
+    Env,
+    Ran,
+    all_of,
+    chain,
+    error_names,
+    fake_pynvml,
+    json_lines,
+    no_temporaries,
+    sha,
+    took_at_most,
+)
 
 INT, TERM, KILL, HUP = signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP
 G = "signals"
+T = TypeVar("T")
+# how a case stops its program: the signal, sent to the process group (Ctrl-C at a
+# terminal) or to the main process (kill PID)
+STOP: dict[str, tuple[signal.Signals, str]] = {
+    "int-group": (INT, "group"), "int-main": (INT, "main"), "term-main": (TERM, "main"),
+    "kill-main": (KILL, "main"), "hup-main": (HUP, "main")}
+
+
+def _stops(codes: dict[str, T]) -> list[tuple[str, signal.Signals, str, T]]:
+    """(stop name, signal, target, expected exit) for each stop named in ``codes``, in order."""
+    return [(name, *STOP[name], code) for name, code in codes.items()]
 
 # ---------------------------------------------------------------------------------------
 # helper programs
@@ -322,13 +347,6 @@ def resumed_exact(r: Ran) -> str | None:
     return None
 
 
-def seconds_at_most(limit: float) -> Check:
-    def check(r: Ran) -> str | None:
-        return f"hang: took {r.seconds:.1f} s, expected at most {limit:g} s" \
-            if r.seconds > limit else None
-    return check
-
-
 def marker_present(text: str, what: str) -> Check:
     def check(r: Ran) -> str | None:
         return None if text in r.text else f"wrong: {what}"
@@ -368,12 +386,13 @@ probe=$!
 '''
 
 
-def train_script(loader: str, sig: str, target: str, wait_text: str, delay: float,
+def train_script(loader: str, sig: signal.Signals, target: str, wait_text: str, delay: float,
                  resume_epochs: int, too_far: str) -> str:
     """Train in the background (own group: ``set -m``), wait for ``wait_text``, send
     ``sig`` to the trainer (``target`` "main") or its group (Ctrl-C at a terminal), then at
     once ``--resume`` to ``resume_epochs`` and compare with the uninterrupted run."""
-    kill = "kill -s " + sig + (" -- -$pid" if target == "group" else " $pid")
+    kill = "kill -s " + sig.name.removeprefix("SIG") + (" -- -$pid" if target == "group"
+                                                         else " $pid")
     # the DataLoader's workers are not persistent: wait until this epoch's exist
     wait_kids = ("n=0; until [ $(pgrep -P $pid | wc -l) -ge 2 ] || [ $n -ge 600 ]; do "
                  "sleep 0.2; n=$((n+1)); done; [ $n -ge 600 ] && echo 'TIMING: no workers'"
@@ -408,7 +427,8 @@ exit $rc1
 '''
 
 
-def train_case(cid: str, loader: str, sig: str, target: str, code: str, note: str) -> Case:
+def train_case(cid: str, loader: str, sig: signal.Signals, target: str, code: str,
+               note: str) -> Case:
     if loader == "dataloader":
         # epochs take ~30 s here: stop in epoch 2, resume to 2, compare with 2 epochs
         wait_text, delay, epochs, too_far = "epoch 1/20", 2, 2, "epoch 2/20"
@@ -432,24 +452,19 @@ def lab_watch(depth: int = 3, delay: float = 1.0, kill: str = "") -> str:
 def pitfall_cases() -> list[Case]:
     cases = []
     one = "{dc} pitfalls run nccl_error --device cpu"
-    for name, sig, to, code, sname in (
-            ("int-group", INT, "group", "130", "SIGINT"),
-            ("term-main", TERM, "main", "143", "SIGTERM"),
-            ("kill-main", KILL, "main", "-9,137", None),
-            ("hup-main", HUP, "main", "129", "SIGHUP")):
-        check = all_of(no_treewatch_failure, lab_stopped(sname)) if sname else \
-            no_treewatch_failure
+    for name, sig, to, code in _stops({"int-group": "130", "term-main": "143",
+                                       "kill-main": "-9,137", "hup-main": "129"}):
+        check = no_treewatch_failure if sig == KILL else \
+            all_of(no_treewatch_failure, lab_stopped(sig.name))
         cases.append(Case(
             id=f"sig.pitfalls.run.{name}", group=G, exit=code, timeout=240, setup=helpers,
             script=lab_watch() + "exec " + one, signal=(sig, "PHASE-RUNNING"),
             signal_to=to, check=check,
             note=f"{sig.name} while nccl_error's two gloo ranks run"))
-    for name, sig, to, code, sname in (
-            ("int-group", INT, "group", "130", "SIGINT"),
-            ("term-main", TERM, "main", "143", "SIGTERM"),
-            ("kill-main", KILL, "main", "-9,137", None)):
-        check = all_of(no_treewatch_failure, lab_stopped(sname, finished_min=1)) if sname \
-            else no_treewatch_failure
+    for name, sig, to, code in _stops({"int-group": "130", "term-main": "143",
+                                       "kill-main": "-9,137"}):
+        check = no_treewatch_failure if sig == KILL else \
+            all_of(no_treewatch_failure, lab_stopped(sig.name, finished_min=1))
         cases.append(Case(
             id=f"sig.pitfalls.all.{name}", group=G, exit=code, timeout=400, setup=helpers,
             script=lab_watch(3, 0.5) + "exec {dc} pitfalls run --all --device cpu",
@@ -497,10 +512,8 @@ SKIP_RUN = {("grandchildren", "term-main"), ("grandchildren", "hup-main"),
 def run_cases() -> list[Case]:
     cases = []
     for job, cmd in JOBS.items():
-        for name, sig, to, code in (("int-group", INT, "group", 130),
-                                    ("term-main", TERM, "main", 143),
-                                    ("kill-main", KILL, "main", None),
-                                    ("hup-main", HUP, "main", 129)):
+        for name, sig, to, code in _stops({"int-group": 130, "term-main": 143,
+                                           "kill-main": None, "hup-main": 129}):
             if (job, name) in SKIP_RUN:
                 continue
             check = run_outputs(code, forwarded=sig.name) if code else None
@@ -573,10 +586,8 @@ def dist_cases() -> list[Case]:
     watch = "{py} treewatch.py $$ 2 1.5 RANKS-RUNNING & "
     launch = "exec {dc} dist --nproc 2 --backend gloo --timeout 120"
     cases = []
-    for name, sig, to, code in (("int-group", INT, "group", "130"),
-                                ("term-main", TERM, "main", "143"),
-                                ("kill-main", KILL, "main", "-9,137"),
-                                ("hup-main", HUP, "main", "129")):
+    for name, sig, to, code in _stops({"int-group": "130", "term-main": "143",
+                                       "kill-main": "-9,137", "hup-main": "129"}):
         cases.append(Case(
             id=f"sig.dist.{name}", group=G, exit=code, timeout=240, setup=helpers,
             script=watch + launch, signal=(sig, "RANKS-RUNNING"), signal_to=to,
@@ -591,7 +602,7 @@ def dist_cases() -> list[Case]:
     cases += [
         Case(id="sig.dist.nnodes2-missing-node", group=G, exit="1", timeout=120,
              script=nn.replace("{port}", "29471"),
-             check=all_of(seconds_at_most(25), error_names("node rank 1", "--nnodes 2")),
+             check=all_of(took_at_most(25, kind="hang"), error_names("node rank 1", "--nnodes 2")),
              note="--nnodes 2, no second node: non-zero within timeout+10 s, names it"),
         Case(id="sig.dist.nnodes2.int-group", group=G, exit="130", timeout=120,
              setup=helpers, script="{py} treewatch.py $$ 1 3 AGENT-WAITING & "
@@ -613,13 +624,12 @@ def dist_cases() -> list[Case]:
 def train_cases() -> list[Case]:
     cases = []
     for loader in ("dataloader", "tensor"):
-        for name, sig, to, code in (("int-group", "INT", "group", "130"),
-                                    ("term-main", "TERM", "main", "143"),
-                                    ("kill-main", "KILL", "main", "137")):
+        for name, sig, to, code in _stops({"int-group": "130", "term-main": "143",
+                                           "kill-main": "137"}):
             cases.append(train_case(
                 f"sig.train.{loader}.{name}", loader, sig, to, code,
-                f"SIG{sig} mid-epoch ({loader} loader), then at once --resume: exact"))
-    cases.append(train_case("sig.train.tensor.hup-main", "tensor", "HUP", "main", "129",
+                f"{sig.name} mid-epoch ({loader} loader), then at once --resume: exact"))
+    cases.append(train_case("sig.train.tensor.hup-main", "tensor", HUP, "main", "129",
                             "SIGHUP mid-run (terminal closed), then --resume: exact"))
     early = "exec {sm} train --data-root {data} --device cpu --epochs 3 --checkpoint-dir ck"
     for at in (0.3, 2.0, 4.0):
@@ -664,18 +674,7 @@ def _whole_pngs(r: Ran) -> str | None:
 # ---------------------------------------------------------------------------------------
 # devcheck doctor, gpus --watch
 
-SHIM = '''
-import sys
-sys.path.insert(0, {tests!r})
-from fakes import fake_pynvml as fk
-sys.modules["pynvml"] = fk.build_module(fk.one_gpu())
-'''
-
-
-def with_shim(tmp: Path, env: Env, memo: dict[str, object]) -> None:
-    helpers(tmp, env, memo)
-    (tmp / "shim").mkdir(exist_ok=True)
-    (tmp / "shim" / "pynvml.py").write_text(SHIM.format(tests=env.tests), encoding="utf-8")
+with_shim = chain(helpers, fake_pynvml())  # the fake NVML: one GPU
 
 
 # stdin a FIFO this process also holds open for writing: a read never ends, no writer runs
@@ -685,10 +684,8 @@ STUCK_STDIN = "mkfifo f && exec 3<>f && exec {dc} explain - <&3 3<&-"
 def doctor_cases() -> list[Case]:
     watch = "{py} treewatch.py $$ 1 0.5 PROBE-RUNNING & "
     cases = []
-    for name, sig, to, code in (("int-group", INT, "group", "130"),
-                                ("int-main", INT, "main", "130"),
-                                ("term-main", TERM, "main", "143,-15"),
-                                ("kill-main", KILL, "main", "-9,137")):
+    for name, sig, to, code in _stops({"int-group": "130", "int-main": "130",
+                                       "term-main": "143,-15", "kill-main": "-9,137"}):
         cases.append(Case(
             id=f"sig.doctor.{name}", group=G, exit=code, timeout=120, setup=helpers,
             script=watch + "exec {dc} doctor", signal=(sig, "PROBE-RUNNING"), signal_to=to,
@@ -707,26 +704,13 @@ def doctor_cases() -> list[Case]:
         script=STUCK_STDIN, signal=(TERM, 2.0), signal_to="main",
         note="SIGTERM while explain waits on a pipe"))
     gw = "PYTHONPATH={tmp}/shim exec {dc} gpus --watch --json -i 0.2"
-    for name, sig, to, code in (("int-group", INT, "group", "0"),
-                                ("term-main", TERM, "main", "143,-15")):
+    for name, sig, to, code in _stops({"int-group": "0", "term-main": "143,-15"}):
         cases.append(Case(
             id=f"sig.gpus.watch.{name}", group=G, exit=code, timeout=60, setup=with_shim,
             script=gw, signal=(sig, '"kind":"gpus"'), signal_to=to,
-            check=_jsonl_whole,
+            check=json_lines(1, count_kind="loss"),
             note=f"{sig.name} to gpus --watch --json (fake NVML, one GPU)"))
     return cases
-
-
-def _jsonl_whole(r: Ran) -> str | None:
-    lines = [ln for ln in r.out.splitlines() if ln.strip()]
-    if not lines:
-        return "loss: no frame printed"
-    for ln in lines:
-        try:
-            json.loads(ln)
-        except ValueError:
-            return f"wrong: a cut JSON line in the stream: {ln[:80]!r}"
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -871,8 +855,6 @@ def _fake_lock(tmp: Path, env: Env, memo: dict[str, object]) -> None:
 
 def _checkpoint_first(tmp: Path, env: Env, memo: dict[str, object]) -> None:
     """A real one-epoch checkpoint in ck/, its sha remembered."""
-    from audit.harness import sha
-
     p = subprocess.run(["bash", "-c", f"{env.sm} train --data-root {env.data} --device cpu "
                         "--epochs 1 --checkpoint-dir ck"], cwd=tmp, capture_output=True,
                        text=True, timeout=600)
@@ -881,8 +863,6 @@ def _checkpoint_first(tmp: Path, env: Env, memo: dict[str, object]) -> None:
 
 
 def _unchanged_ck(r: Ran) -> str | None:
-    from audit.harness import sha
-
     if r.memo.get("ck") is None:
         return f"setup: no checkpoint made: {r.memo.get('ck_error')}"
     return None if sha(r.tmp / "ck" / "last.pt") == r.memo["ck"] else \

@@ -21,11 +21,14 @@ Judgement, the same for every case (what the issue's acceptance counts):
 - **silent**: a non-zero exit with nothing on stderr (when stderr is open);
 - **loss**, **wrong**, **message**: the case's own check (a file that must survive, a
   figure that must be right, an error that must name the thing).
+- **setup**: the case's setup raised; the script still runs and is judged as above, the
+  case's check is skipped (it would judge a case that was never set up).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -197,8 +200,14 @@ def run_case(case: Case, env: Env, root: Path) -> Result:
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
     tmp.mkdir(parents=True, exist_ok=True)
     memo: dict[str, object] = {}
+    problems: list[str] = []
+    setup_failed = False
     if case.setup is not None:
-        case.setup(tmp, env, memo)
+        try:
+            case.setup(tmp, env, memo)
+        except Exception as exc:  # the case's own setup broke: say so, run it, skip the check
+            problems.append(f"setup: {type(exc).__name__}: {exc}")
+            setup_failed = True
     script = case.script.format(py=env.py, dc=env.dc, sm=env.sm, tmp=tmp, data=env.data,
                                 repo=env.repo, tests=env.tests)
     tag = uuid.uuid4().hex
@@ -206,7 +215,6 @@ def run_case(case: Case, env: Env, root: Path) -> Result:
     penv.pop("SOFTMAX_DATA_ROOT", None)
     out_f, err_f = tmp / "_stdout", tmp / "_stderr"
     t0 = time.monotonic()
-    problems: list[str] = []
     with open(out_f, "wb") as out, open(err_f, "wb") as err:
         stdin = subprocess.DEVNULL if case.stdin is None else subprocess.PIPE
         proc = subprocess.Popen(["bash", "-c", script], cwd=tmp, env=penv, stdin=stdin,
@@ -257,7 +265,7 @@ def run_case(case: Case, env: Env, root: Path) -> Result:
         problems.append(f"traceback: {tb}")
     if rc not in (None, 0) and not err_s.strip() and not out_s.strip() and case.signal is None:
         problems.append("silent: failed with no message at all")
-    if case.check is not None and rc is not None:
+    if case.check is not None and rc is not None and not setup_failed:
         try:
             verdict = case.check(Ran(tmp, rc, out_s, err_s, seconds, memo))
         except Exception as exc:  # a broken check is the audit's bug: say so, go on
@@ -321,9 +329,112 @@ def one_line_error(r: Ran) -> str | None:
     return None
 
 
-def sigs() -> dict[str, int]:
-    return {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "KILL": signal.SIGKILL,
-            "HUP": signal.SIGHUP}
+def not_in_output(*words: str, kind: str = "wrong") -> Check:
+    """None of ``words`` may appear in the output (case-insensitive): a claim that would be
+    false, or a wording that blames the wrong thing; ``kind`` is the problem's kind."""
+    def check(r: Ran) -> str | None:
+        low = r.text.lower()
+        found = [w for w in words if w.lower() in low]
+        return f"{kind}: output says {', '.join(map(repr, found))}" if found else None
+    return check
+
+
+def names_any(*words: str, stderr_only: bool = False) -> Check:
+    """The output (with ``stderr_only``: stderr) mentions at least one of ``words``
+    (case-insensitive; equivalent wordings)."""
+    def check(r: Ran) -> str | None:
+        low = (r.err if stderr_only else r.text).lower()
+        return None if any(w.lower() in low for w in words) else \
+            f"message: names none of {', '.join(map(repr, words))}"
+    return check
+
+
+def json_doc(*words: str) -> Check:
+    """stdout is one JSON document, and it names every word (case-insensitive)."""
+    def check(r: Ran) -> str | None:
+        try:
+            doc = json.loads(r.out)
+        except ValueError as exc:
+            return f"wrong: stdout is not one JSON document ({exc}; {len(r.out)} chars)"
+        text = json.dumps(doc).lower()
+        missing = [w for w in words if w.lower() not in text]
+        return f"message: the JSON does not name {', '.join(missing)}" if missing else None
+    return check
+
+
+def json_lines(at_least: int = 0, exactly: int | None = None,
+               count_kind: str = "wrong") -> Check:
+    """Every non-empty stdout line is one JSON document (none cut), and there are at least
+    ``at_least`` of them (or ``exactly`` so many); ``count_kind``: the problem's kind when
+    the count is off (no frame at all is a ``loss`` for a stream that must have one)."""
+    def check(r: Ran) -> str | None:
+        lines = [ln for ln in r.out.splitlines() if ln.strip()]
+        for ln in lines:
+            try:
+                json.loads(ln)
+            except ValueError:
+                return f"wrong: a stdout line is not JSON (cut?): {ln[:100]!r}"
+        if exactly is not None and len(lines) != exactly:
+            return f"{count_kind}: {len(lines)} JSON lines on stdout, expected {exactly}"
+        if len(lines) < at_least:
+            return f"{count_kind}: {len(lines)} JSON lines on stdout, expected at least " \
+                   f"{at_least}"
+        return None
+    return check
+
+
+def took_at_most(limit_s: float, kind: str = "wrong") -> Check:
+    def check(r: Ran) -> str | None:
+        return None if r.seconds <= limit_s else \
+            f"{kind}: took {r.seconds:.1f} s, expected at most {limit_s:g} s"
+    return check
+
+
+def exists(*names: str, nonempty: bool = False, link_ok: bool = False) -> Check:
+    """Each of ``names`` (relative to the case's folder) was written: it exists, following
+    symlinks; with ``link_ok`` a symlink counts even when dangling; with ``nonempty`` it is
+    a regular file holding at least one byte."""
+    def there(p: Path) -> bool:
+        if nonempty:
+            return p.is_file() and p.stat().st_size > 0
+        return os.path.lexists(p) if link_ok else p.exists()
+
+    def check(r: Ran) -> str | None:
+        missing = [n for n in names if not there(r.tmp / n)]
+        return f"loss: {', '.join(missing)} not written" if missing else None
+    return check
+
+
+def chain(*setups: Setup) -> Setup:
+    """One setup running each of ``setups`` in turn."""
+    def setup(tmp: Path, env: Env, memo: dict[str, object]) -> None:
+        for s in setups:
+            s(tmp, env, memo)
+    return setup
+
+
+ONE_GPU = "mod = fk.build_module(fk.one_gpu())\n"
+_PYNVML = """\
+import sys, time, types
+sys.path.insert(0, {tests!r})
+from fakes import fake_pynvml as fk
+GiB = 1024**3
+T0 = time.monotonic()
+{body}
+sys.modules["pynvml"] = mod
+"""
+
+
+def fake_pynvml(body: str = ONE_GPU, folder: str = "shim") -> Setup:
+    """Setup: ``{tmp}/<folder>/pynvml.py``, a shim over tests/fakes/fake_pynvml.py, to put
+    first on PYTHONPATH. ``body`` is Python that binds ``mod`` (the module to install)
+    with ``fk`` (the fakes), ``GiB``, ``T0`` (the import time), ``time`` and ``types`` at
+    hand; it may also raise instead, as a broken pynvml does on import."""
+    def setup(tmp: Path, env: Env, memo: dict[str, object]) -> None:
+        (tmp / folder).mkdir(exist_ok=True)
+        (tmp / folder / "pynvml.py").write_text(_PYNVML.format(tests=env.tests, body=body),
+                                                encoding="utf-8")
+    return setup
 
 
 def python() -> str:
