@@ -144,6 +144,7 @@ def train(epochs: int, lr: float, batch_size: int, device: str, data_root: str |
         if book:
             from softmax.book_cli import train_book
 
+            _writable_files(metrics_json=config.metrics_json, plot=config.plot)
             train_book(config, _user_errors(), _writable_dirs)
         else:
             _train(config, watch)

@@ -460,6 +460,8 @@ def test_torch_not_installed_says_install_it() -> None:
 @pytest.mark.parametrize("args", [
     ["train", "--metrics-json", "{tmp}/nope/deeper/m.json"],
     ["train", "--plot", "{tmp}/nope/c.png"],
+    ["train", "--book", "--metrics-json", "{tmp}/nope/m.json"],
+    ["train", "--book", "--plot", "{tmp}/nope/c.png"],
     ["predict", "--out", "{tmp}/nope/p.png"],
 ])
 def test_a_file_output_in_a_missing_folder_is_refused_not_created(tmp_path: Path,
